@@ -1,0 +1,72 @@
+package adaptor
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// DefaultHTTPClient is the shared client for upstream calls: one tuned transport, connections kept warm
+// per host. No overall timeout: streams may run long; per-channel deadlines come from the context.
+var DefaultHTTPClient = &http.Client{Transport: NewTransport()}
+
+// NewTransport returns the transport tuning used for upstreams.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: 5 * time.Minute,
+	}
+}
+
+// maxErrorBody bounds how much of an upstream error answer is read.
+const maxErrorBody = 64 << 10
+
+// ErrorParser extracts an upstream's error from a non-2xx answer body. It returns nil when it cannot,
+// and the caller falls back to a generic error of the same status.
+type ErrorParser func(status int, body []byte) *Error
+
+// Send performs req on the channel's client. A transport failure becomes a TransportError; a non-2xx
+// answer is read (bounded), closed and turned into an *Error through parse.
+func Send(ctx context.Context, ch *Channel, req *http.Request, parse ErrorParser) (*http.Response, error) {
+	resp, err := ch.Client().Do(req)
+	if err != nil {
+		return nil, TransportError(ctx, err)
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp, nil
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	resp.Body.Close()
+	if parse != nil {
+		if e := parse(resp.StatusCode, body); e != nil {
+			return nil, e
+		}
+	}
+	return nil, UpstreamError(resp.StatusCode, "", "")
+}
+
+// WithTimeout applies the channel's total timeout to ctx.
+func WithTimeout(ctx context.Context, ch *Channel) (context.Context, context.CancelFunc) {
+	if ch.Timeout > 0 {
+		return context.WithTimeout(ctx, ch.Timeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+// ReadBody reads a whole (non-stream) answer body, mapping read failures like transport failures.
+func ReadBody(ctx context.Context, r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, TransportError(ctx, err)
+	}
+	return b, nil
+}

@@ -1,0 +1,16 @@
+// Package kinds lists every adaptor kind the relay knows. A new upstream kind adds one line here.
+package kinds
+
+import (
+	"relay/adaptor"
+	"relay/adaptor/demo"
+	"relay/adaptor/openai"
+)
+
+// All returns the adaptors by kind name, as used in config.yaml's channels[].kind.
+func All() map[string]adaptor.Adaptor {
+	return map[string]adaptor.Adaptor{
+		"demo":   demo.New(),
+		"openai": openai.New(),
+	}
+}

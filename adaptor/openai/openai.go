@@ -1,0 +1,193 @@
+// Package openai is the adaptor for OpenAI-compatible upstreams: the body passes through, rewritten only
+// where needed (model name, stream_options), and chunks are forwarded as they come.
+package openai
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+
+	"relay/adaptor"
+)
+
+// Adaptor implements adaptor.Adaptor for OpenAI-compatible servers.
+type Adaptor struct{}
+
+// New returns the adaptor.
+func New() *Adaptor { return &Adaptor{} }
+
+// Validate checks the channel has a base URL.
+func (Adaptor) Validate(ch *adaptor.Channel) error {
+	if ch.BaseURL == "" {
+		return errors.New("base_url is required for kind openai")
+	}
+	return nil
+}
+
+// rewrite sets the upstream model and the stream flags; everything else passes through untouched.
+func rewrite(req *adaptor.Request, stream bool) ([]byte, error) {
+	body := req.Body
+	var err error
+	if req.UpstreamModel != "" && req.UpstreamModel != req.Model {
+		if body, err = sjson.SetBytes(body, "model", req.UpstreamModel); err != nil {
+			return nil, adaptor.BadRequest("model", "cannot rewrite model: "+err.Error())
+		}
+	}
+	if stream {
+		// Always ask for usage so the relay can account; the pump drops the usage chunk for clients
+		// that did not ask for it.
+		if !gjson.GetBytes(body, "stream_options.include_usage").Bool() {
+			if body, err = sjson.SetBytes(body, "stream_options.include_usage", true); err != nil {
+				return nil, adaptor.BadRequest("stream_options", "cannot rewrite stream_options: "+err.Error())
+			}
+		}
+	} else if gjson.GetBytes(body, "stream").Bool() {
+		body, _ = sjson.SetBytes(body, "stream", false)
+	}
+	return body, nil
+}
+
+func (a *Adaptor) post(ctx context.Context, ch *adaptor.Channel, body []byte) (*http.Response, error) {
+	url := strings.TrimRight(ch.BaseURL, "/") + "/chat/completions"
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, adaptor.NewError(500, adaptor.TypeServer, "bad_channel", "channel "+ch.Name+" has a bad base_url")
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	if k := ch.NextKey(); k != "" {
+		hreq.Header.Set("Authorization", "Bearer "+k)
+	}
+	return adaptor.Send(ctx, ch, hreq, ParseError)
+}
+
+// ParseError reads an OpenAI error body ({"error":{"message","type","code"}}).
+func ParseError(status int, body []byte) *adaptor.Error {
+	e := gjson.GetBytes(body, "error")
+	msg := e.Get("message").Str
+	if msg == "" && e.Type == gjson.String {
+		msg = e.Str
+	}
+	if msg == "" {
+		msg = gjson.GetBytes(body, "message").Str
+	}
+	return adaptor.UpstreamError(status, e.Get("code").String(), msg)
+}
+
+// Complete sends a non-streaming request.
+func (a *Adaptor) Complete(ctx context.Context, ch *adaptor.Channel, req *adaptor.Request) (*adaptor.Completion, error) {
+	body, err := rewrite(req, false)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := a.post(ctx, ch, body)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out, err := adaptor.ReadBody(ctx, resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if !gjson.ValidBytes(out) || !gjson.GetBytes(out, "choices").IsArray() {
+		if e := gjson.GetBytes(out, "error"); e.Exists() {
+			return nil, ParseError(502, out)
+		}
+		return nil, adaptor.UpstreamError(502, "bad_response", "answer is not a chat.completion")
+	}
+	usage := ParseUsage(gjson.GetBytes(out, "usage"))
+	return &adaptor.Completion{Body: out, Usage: usage}, nil
+}
+
+// ParseUsage reads an OpenAI usage object.
+func ParseUsage(u gjson.Result) adaptor.Usage {
+	if !u.IsObject() {
+		return adaptor.Usage{}
+	}
+	p, c, t := int(u.Get("prompt_tokens").Int()), int(u.Get("completion_tokens").Int()), int(u.Get("total_tokens").Int())
+	if t == 0 {
+		t = p + c
+	}
+	return adaptor.Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: t}
+}
+
+// Stream sends a streaming request and returns its chunks.
+func (a *Adaptor) Stream(ctx context.Context, ch *adaptor.Channel, req *adaptor.Request) (adaptor.Events, error) {
+	body, err := rewrite(req, true)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := a.post(ctx, ch, body)
+	if err != nil {
+		return nil, err
+	}
+	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") {
+		// Some servers answer a stream request with a JSON error and status 200.
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return nil, ParseError(502, b)
+	}
+	return NewEvents(ctx, resp.Body), nil
+}
+
+// Events decodes an OpenAI SSE stream.
+type Events struct {
+	ctx  context.Context
+	body io.ReadCloser
+	sse  *adaptor.SSEReader
+	ev   adaptor.Event
+	done bool
+}
+
+// NewEvents reads OpenAI chunks from body.
+func NewEvents(ctx context.Context, body io.ReadCloser) *Events {
+	return &Events{ctx: ctx, body: body, sse: adaptor.NewSSEReader(body)}
+}
+
+// Next returns the next chunk; io.EOF after [DONE].
+func (e *Events) Next() (*adaptor.Event, error) {
+	if e.done {
+		return nil, io.EOF
+	}
+	for {
+		_, data, err := e.sse.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, adaptor.StreamBroken("no [DONE]")
+			}
+			return nil, adaptor.TransportError(e.ctx, err)
+		}
+		if adaptor.IsDone(data) {
+			e.done = true
+			return nil, io.EOF
+		}
+		return e.decode(data)
+	}
+}
+
+func (e *Events) decode(data []byte) (*adaptor.Event, error) {
+	s := adaptor.BytesString(data)
+	if !gjson.Valid(s) {
+		return nil, adaptor.UpstreamError(502, "bad_chunk", "malformed stream chunk")
+	}
+	res := gjson.GetMany(s, "choices", "usage", "error")
+	if res[2].Exists() && res[2].Type != gjson.Null {
+		return nil, ParseError(502, data)
+	}
+	e.ev = adaptor.Event{}
+	if res[0].Raw != "" {
+		e.ev.Choices = adaptor.StringBytes(res[0].Raw)
+	}
+	if res[1].IsObject() {
+		e.ev.Usage, e.ev.HasUsage = ParseUsage(res[1]), true
+	}
+	return &e.ev, nil
+}
+
+// Close closes the upstream body.
+func (e *Events) Close() error { return e.body.Close() }
