@@ -46,6 +46,14 @@ type Channel struct {
 	next atomic.Uint32
 }
 
+// KeyFor returns the request's own key when it has one, else the channel's next key.
+func (ch *Channel) KeyFor(req *Request) string {
+	if req != nil && req.APIKey != "" {
+		return req.APIKey
+	}
+	return ch.NextKey()
+}
+
 // NextKey returns the channel's keys round-robin ("" when it has none).
 func (ch *Channel) NextKey() string {
 	switch len(ch.Keys) {
@@ -86,6 +94,8 @@ type Request struct {
 	// IncludeUsage reports whether the client asked for stream_options.include_usage.
 	IncludeUsage bool
 	User         string
+	// APIKey, when set, is used instead of the channel's keys (per-workflow app keys, say).
+	APIKey string
 
 	// FastGPT/workflow fields, when the surface has them.
 	ChatID             string

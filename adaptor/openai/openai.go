@@ -53,14 +53,14 @@ func rewrite(req *adaptor.Request, stream bool) ([]byte, error) {
 	return body, nil
 }
 
-func (a *Adaptor) post(ctx context.Context, ch *adaptor.Channel, body []byte) (*http.Response, error) {
+func (a *Adaptor) post(ctx context.Context, ch *adaptor.Channel, req *adaptor.Request, body []byte) (*http.Response, error) {
 	url := strings.TrimRight(ch.BaseURL, "/") + "/chat/completions"
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return nil, adaptor.NewError(500, adaptor.TypeServer, "bad_channel", "channel "+ch.Name+" has a bad base_url")
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	if k := ch.NextKey(); k != "" {
+	if k := ch.KeyFor(req); k != "" {
 		hreq.Header.Set("Authorization", "Bearer "+k)
 	}
 	return adaptor.Send(ctx, ch, hreq, ParseError)
@@ -85,7 +85,7 @@ func (a *Adaptor) Complete(ctx context.Context, ch *adaptor.Channel, req *adapto
 	if err != nil {
 		return nil, err
 	}
-	resp, err := a.post(ctx, ch, body)
+	resp, err := a.post(ctx, ch, req, body)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +122,7 @@ func (a *Adaptor) Stream(ctx context.Context, ch *adaptor.Channel, req *adaptor.
 	if err != nil {
 		return nil, err
 	}
-	resp, err := a.post(ctx, ch, body)
+	resp, err := a.post(ctx, ch, req, body)
 	if err != nil {
 		return nil, err
 	}
