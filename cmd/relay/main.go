@@ -1,0 +1,235 @@
+// Command relay is the single-binary LLM API relay: `relay serve` runs it, `relay keys` manages relay
+// keys, `relay migrate` applies the store's migrations, `relay version` prints the version.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"relay/adaptor/kinds"
+	"relay/relay"
+	"relay/store"
+	"relay/store/sqlite"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "relay:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: relay [-config FILE] <command> [args]
+
+commands:
+  serve                          start the relay (the default)
+  keys create --name NAME [--models a,b]   create a relay key and print it once
+  keys list                      list keys (never their secrets)
+  keys revoke NAME|ID            revoke a key
+  migrate                        apply database migrations
+  version                        print the version
+`
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "config.yaml", "config file (YAML); RELAY_* environment variables override it")
+	logFormat := fs.String("log-format", "", "log format: text or json (overrides log.format)")
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	cmd := "serve"
+	if len(rest) > 0 {
+		cmd, rest = rest[0], rest[1:]
+	}
+	if cmd == "version" {
+		fmt.Fprintln(stdout, "relay", version)
+		return nil
+	}
+	cfg, err := loadConfig(*cfgPath, stderr)
+	if err != nil {
+		return err
+	}
+	if *logFormat != "" {
+		cfg.Log.Format = *logFormat
+	}
+	log := relay.NewLogger(cfg.Log, stderr)
+	switch cmd {
+	case "serve":
+		return serve(cfg, log)
+	case "keys":
+		return keys(cfg, log, rest, stdout)
+	case "migrate":
+		st, err := sqlite.Open(cfg.Store.Path, sqlite.Options{Logger: log})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "migrations applied to", cfg.Store.Path)
+		return st.Close()
+	}
+	fs.Usage()
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// loadConfig reads the config file; when the default file is absent the built-in defaults (with the demo
+// upstream) are used, so the binary runs on its own.
+func loadConfig(path string, stderr io.Writer) (*relay.Config, error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && path == "config.yaml" {
+		fmt.Fprintln(stderr, "relay: no config.yaml here; using built-in defaults with the demo upstream")
+		return relay.DefaultConfig()
+	}
+	return relay.LoadConfig(path)
+}
+
+func openStore(cfg *relay.Config, log *slog.Logger) (*sqlite.Store, error) {
+	return sqlite.Open(cfg.Store.Path, sqlite.Options{
+		QueueSize: cfg.Store.QueueSize, BatchSize: cfg.Store.BatchSize, FlushInterval: cfg.Store.FlushInterval, Logger: log,
+	})
+}
+
+func serve(cfg *relay.Config, log *slog.Logger) error {
+	channels, err := cfg.BuildChannels(kinds.All())
+	if err != nil {
+		return err
+	}
+	st, err := openStore(cfg, log)
+	if err != nil {
+		return err
+	}
+	srv := relay.NewServer(cfg, st, channels, log)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		st.Close()
+		return err
+	}
+	names := make([]string, 0, len(channels))
+	for _, ch := range channels {
+		names = append(names, ch.Name+"("+ch.Kind+")")
+	}
+	log.Info("relay listening", "addr", ln.Addr().String(), "channels", strings.Join(names, ","), "version", version)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case err = <-errc:
+		log.Error("server stopped", "err", err)
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String(), "grace", cfg.Server.ShutdownGrace)
+		err = srv.Shutdown(context.Background())
+	}
+	stats := st.Stats()
+	if cerr := st.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	log.Info("stopped", "log_rows_written", st.Stats().Written, "queued_at_stop", stats.Queued)
+	return err
+}
+
+func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("keys: want create, list or revoke")
+	}
+	st, err := openStore(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	switch args[0] {
+	case "create":
+		fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
+		name := fs.String("name", "", "key name (required)")
+		models := fs.String("models", "", "comma-separated models the key may use (default: all)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if *name == "" {
+			return errors.New("keys create: --name is required")
+		}
+		secret, err := NewSecret()
+		if err != nil {
+			return err
+		}
+		k := store.Key{Name: *name, Prefix: secret[:12], Hash: relay.HashKey(secret)}
+		if *models != "" {
+			for _, m := range strings.Split(*models, ",") {
+				if m = strings.TrimSpace(m); m != "" {
+					k.Models = append(k.Models, m)
+				}
+			}
+		}
+		if _, err := st.CreateKey(ctx, k); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, secret)
+		return nil
+	case "list":
+		list, err := st.ListKeys(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tMODELS\tCREATED\tSTATUS")
+		for _, k := range list {
+			status := "active"
+			if !k.Active() {
+				status = "revoked " + k.RevokedAt.UTC().Format(time.RFC3339)
+			}
+			models := strings.Join(k.Models, ",")
+			if models == "" {
+				models = "*"
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s…\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, models, k.CreatedAt.UTC().Format(time.RFC3339), status)
+		}
+		return tw.Flush()
+	case "revoke":
+		if len(args) != 2 {
+			return errors.New("keys revoke: want one NAME or ID")
+		}
+		if err := st.RevokeKey(ctx, args[1]); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("keys revoke: no active key named %q", args[1])
+			}
+			return err
+		}
+		fmt.Fprintln(stdout, "revoked", args[1])
+		return nil
+	}
+	return fmt.Errorf("keys: unknown subcommand %q", args[0])
+}
+
+// NewSecret returns a new relay key: "sk-relay-" and 32 base-62 characters (190 bits).
+func NewSecret() (string, error) {
+	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	out := []byte("sk-relay-")
+	var b [1]byte
+	for len(out) < 9+32 {
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		if b[0] < 248 { // 248 = 4*62: reject to keep the choice uniform
+			out = append(out, alphabet[int(b[0])%62])
+		}
+	}
+	return string(out), nil
+}

@@ -1,0 +1,238 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/spf13/viper"
+
+	"relay/adaptor"
+)
+
+// Config is the relay's configuration: config.yaml overridden by RELAY_* environment variables
+// (RELAY_LISTEN, RELAY_STORE_PATH, RELAY_LOG_FORMAT, ...).
+type Config struct {
+	Listen   string          `mapstructure:"listen"`
+	Log      LogConfig       `mapstructure:"log"`
+	Server   ServerConfig    `mapstructure:"server"`
+	Auth     AuthConfig      `mapstructure:"auth"`
+	Store    StoreConfig     `mapstructure:"store"`
+	Channels []ChannelConfig `mapstructure:"channels"`
+}
+
+// LogConfig selects the slog handler.
+type LogConfig struct {
+	Format    string `mapstructure:"format"` // text or json
+	Level     string `mapstructure:"level"`  // debug, info, warn, error
+	AccessLog bool   `mapstructure:"access_log"`
+}
+
+// ServerConfig holds HTTP limits.
+type ServerConfig struct {
+	MaxBodyBytes  int64         `mapstructure:"max_body_bytes"`
+	ShutdownGrace time.Duration `mapstructure:"shutdown_grace"`
+	// MaxAnswerBytes caps how much of a streamed answer is kept for accounting (token estimates,
+	// session records); the stream itself is never cut.
+	MaxAnswerBytes int `mapstructure:"max_answer_bytes"`
+}
+
+// AuthConfig tunes relay-key checks.
+type AuthConfig struct {
+	// KeyCacheTTL is how long a looked-up key is trusted without asking the store again; a key revoked
+	// from another process stops working within this time.
+	KeyCacheTTL time.Duration `mapstructure:"key_cache_ttl"`
+}
+
+// StoreConfig selects and tunes the store.
+type StoreConfig struct {
+	Path          string        `mapstructure:"path"`
+	QueueSize     int           `mapstructure:"queue_size"`
+	BatchSize     int           `mapstructure:"batch_size"`
+	FlushInterval time.Duration `mapstructure:"flush_interval"`
+}
+
+// ChannelConfig is one upstream as written in config.yaml.
+type ChannelConfig struct {
+	Name string `mapstructure:"name"`
+	Kind string `mapstructure:"kind"`
+	// Enabled is true, false, or auto: enabled when every ${ENV} reference in the channel is set.
+	Enabled     string            `mapstructure:"enabled"`
+	BaseURL     string            `mapstructure:"base_url"`
+	Keys        []string          `mapstructure:"keys"`
+	Credentials map[string]string `mapstructure:"credentials"`
+	Models      []string          `mapstructure:"models"`
+	ModelMap    map[string]string `mapstructure:"model_map"`
+	Timeout     time.Duration     `mapstructure:"timeout"`
+	Priority    int               `mapstructure:"priority"`
+	Weight      int               `mapstructure:"weight"`
+}
+
+func setDefaults(v *viper.Viper) {
+	v.SetDefault("listen", "127.0.0.1:8080")
+	v.SetDefault("log.format", "text")
+	v.SetDefault("log.level", "info")
+	v.SetDefault("log.access_log", false)
+	v.SetDefault("server.max_body_bytes", 10<<20)
+	v.SetDefault("server.shutdown_grace", "30s")
+	v.SetDefault("server.max_answer_bytes", 1<<20)
+	v.SetDefault("auth.key_cache_ttl", "10s")
+	v.SetDefault("store.path", "./data/relay.db")
+	v.SetDefault("store.queue_size", 10000)
+	v.SetDefault("store.batch_size", 512)
+	v.SetDefault("store.flush_interval", "50ms")
+}
+
+// LoadConfig reads path (YAML), applies RELAY_* overrides and validates the result. An empty path reads
+// only defaults and the environment.
+func LoadConfig(path string) (*Config, error) {
+	v := viper.New()
+	setDefaults(v)
+	v.SetEnvPrefix("RELAY")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	var c Config
+	if err := v.Unmarshal(&c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) validate() error {
+	if c.Listen == "" {
+		return errors.New("config: listen must not be empty")
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("config: log.format must be text or json, not %q", c.Log.Format)
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		return err
+	}
+	if c.Server.MaxBodyBytes <= 0 {
+		return errors.New("config: server.max_body_bytes must be positive")
+	}
+	if c.Store.Path == "" {
+		return errors.New("config: store.path must not be empty")
+	}
+	names := map[string]bool{}
+	for i, ch := range c.Channels {
+		where := fmt.Sprintf("config: channels[%d]", i)
+		if ch.Name == "" {
+			return fmt.Errorf("%s.name is required", where)
+		}
+		where = fmt.Sprintf("config: channels[%d] (%s)", i, ch.Name)
+		if names[ch.Name] {
+			return fmt.Errorf("%s.name is used twice", where)
+		}
+		names[ch.Name] = true
+		if ch.Kind == "" {
+			return fmt.Errorf("%s.kind is required", where)
+		}
+		// YAML booleans reach us through viper's weak decoding as "1"/"0".
+		switch strings.ToLower(ch.Enabled) {
+		case "1", "true", "yes", "on", "":
+			c.Channels[i].Enabled = "true"
+		case "0", "false", "no", "off":
+			c.Channels[i].Enabled = "false"
+		case "auto":
+			c.Channels[i].Enabled = "auto"
+		default:
+			return fmt.Errorf("%s.enabled must be true, false or auto, not %q", where, ch.Enabled)
+		}
+		if len(ch.Models) == 0 {
+			return fmt.Errorf("%s.models must list at least one model", where)
+		}
+		if ch.Weight < 0 {
+			return fmt.Errorf("%s.weight must not be negative", where)
+		}
+	}
+	return nil
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expand replaces ${NAME} references with the environment's values and reports the names that are unset.
+func expand(s string, missing *[]string) string {
+	return envRef.ReplaceAllStringFunc(s, func(m string) string {
+		name := m[2 : len(m)-1]
+		v, ok := os.LookupEnv(name)
+		if !ok || v == "" {
+			*missing = append(*missing, name)
+		}
+		return v
+	})
+}
+
+// BuildChannels resolves the enabled channels: secrets expanded from the environment, kinds checked
+// against the known adaptors, kind-specific settings validated. Disabled channels are left out.
+func (c *Config) BuildChannels(kinds map[string]adaptor.Adaptor) ([]*Channel, error) {
+	var out []*Channel
+	for i, cc := range c.Channels {
+		where := fmt.Sprintf("config: channels[%d] (%s)", i, cc.Name)
+		a, ok := kinds[cc.Kind]
+		if !ok {
+			return nil, fmt.Errorf("%s.kind: unknown kind %q", where, cc.Kind)
+		}
+		var missing []string
+		ch := &adaptor.Channel{Name: cc.Name, Kind: cc.Kind, Models: cc.Models, ModelMap: cc.ModelMap, Timeout: cc.Timeout}
+		ch.BaseURL = expand(cc.BaseURL, &missing)
+		for j, k := range cc.Keys {
+			before := len(missing)
+			k = expand(k, &missing)
+			if len(missing) == before && k == "" {
+				return nil, fmt.Errorf("%s.keys[%d] is empty", where, j)
+			}
+			ch.Keys = append(ch.Keys, k)
+		}
+		ch.Credentials = map[string]string{}
+		for name, v := range cc.Credentials {
+			ch.Credentials[name] = expand(v, &missing)
+		}
+		enabled := strings.ToLower(cc.Enabled)
+		if enabled == "false" || (enabled == "auto" && len(missing) > 0) {
+			continue
+		}
+		if len(missing) > 0 {
+			return nil, fmt.Errorf("%s: environment variable %s is not set (referenced as ${%s})", where, missing[0], missing[0])
+		}
+		if v, ok := a.(adaptor.Validator); ok {
+			if err := v.Validate(ch); err != nil {
+				return nil, fmt.Errorf("%s: %w", where, err)
+			}
+		}
+		weight := cc.Weight
+		if weight == 0 {
+			weight = 1
+		}
+		out = append(out, &Channel{Channel: ch, Adaptor: a, Priority: cc.Priority, Weight: weight})
+	}
+	return out, nil
+}
+
+// DefaultConfig is the built-in configuration: defaults and the demo upstream, used when no config file
+// exists.
+func DefaultConfig() (*Config, error) {
+	c, err := LoadConfig("")
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Channels) == 0 {
+		c.Channels = []ChannelConfig{{Name: "demo", Kind: "demo", Enabled: "true", Models: []string{"demo"}}}
+	}
+	return c, nil
+}

@@ -1,0 +1,137 @@
+package relay
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"relay/adaptor"
+)
+
+// Framer writes one surface's stream framing. The pump calls it for every event, then flushes.
+type Framer interface {
+	// Chunk writes an OpenAI chunk given its choices; content is choices[0].delta.content.
+	Chunk(choices []byte, content string) error
+	// Named writes (or drops) a named pass-through event.
+	Named(name string, data []byte) error
+	// End writes the stream's end after the upstream's real end signal. finish is the last finish reason
+	// seen ("" when the upstream sent none).
+	End(usage adaptor.Usage, finish string) error
+	// Fail writes an error after the stream started.
+	Fail(e *adaptor.Error) error
+}
+
+// answerPool recycles the buffers that keep streamed answers for accounting.
+var answerPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// PumpResult is what a stream produced.
+type PumpResult struct {
+	TTFB   time.Duration
+	Usage  adaptor.Usage
+	Finish string
+	// Answer is the answer text (capped at the configured size); release it with Release.
+	Answer    *[]byte
+	Truncated bool
+	Err       *adaptor.Error
+}
+
+// Release returns the answer buffer to its pool.
+func (r *PumpResult) Release() {
+	if r.Answer != nil && cap(*r.Answer) <= 1<<20 {
+		*r.Answer = (*r.Answer)[:0]
+		answerPool.Put(r.Answer)
+	}
+	r.Answer = nil
+}
+
+// Pump copies events to the framer, flushing each one as it is written, until the upstream ends or
+// fails. Client disconnect surfaces as a write error or a cancelled upstream read; either ends the pump
+// and the caller closes the events, which cancels the upstream. start is the request's start time.
+func (co *Core) Pump(events adaptor.Events, f Framer, w http.ResponseWriter, req *adaptor.Request, start time.Time) PumpResult {
+	flusher, _ := w.(http.Flusher)
+	res := PumpResult{Answer: answerPool.Get().(*[]byte)}
+	answer := (*res.Answer)[:0]
+	defer func() { *res.Answer = answer }()
+	for {
+		ev, err := events.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			res.Err = adaptor.AsError(err)
+			if res.TTFB == 0 {
+				res.TTFB = time.Since(start)
+			}
+			_ = f.Fail(res.Err)
+			flush(flusher)
+			return res
+		}
+		if ev.HasUsage {
+			res.Usage = ev.Usage
+		}
+		var werr error
+		switch {
+		case ev.Name != "":
+			werr = f.Named(ev.Name, ev.Data)
+		case isEmptyChoices(ev.Choices):
+			continue // a usage-only chunk; usage goes out at the end if the client asked for it
+		default:
+			s := adaptor.BytesString(ev.Choices)
+			content := gjson.Get(s, "0.delta.content").Str
+			if fr := gjson.Get(s, "0.finish_reason"); fr.Type == gjson.String && fr.Str != "" {
+				res.Finish = fr.Str
+			}
+			if len(answer)+len(content) <= co.maxAnswer {
+				answer = append(answer, content...)
+			} else {
+				res.Truncated = true
+			}
+			werr = f.Chunk(ev.Choices, content)
+		}
+		if res.TTFB == 0 {
+			res.TTFB = time.Since(start)
+		}
+		if werr != nil {
+			res.Err = clientGone()
+			return res
+		}
+		flush(flusher)
+	}
+	if !res.Usage.Valid() {
+		// Estimated from the kept answer; a truncated answer still gives a lower bound.
+		res.Usage = adaptor.EstimateUsage(req.Body, adaptor.BytesString(answer))
+	}
+	if err := f.End(res.Usage, res.Finish); err != nil {
+		res.Err = clientGone()
+	}
+	if res.TTFB == 0 {
+		res.TTFB = time.Since(start)
+	}
+	flush(flusher)
+	return res
+}
+
+func flush(f http.Flusher) {
+	if f != nil {
+		f.Flush()
+	}
+}
+
+func clientGone() *adaptor.Error {
+	return &adaptor.Error{Status: 499, Type: adaptor.TypeInvalidRequest, Code: "client_closed", Message: "client closed the connection"}
+}
+
+func isEmptyChoices(b []byte) bool {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\n', '\r', '[', ']':
+		default:
+			return false
+		}
+	}
+	return true
+}

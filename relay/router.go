@@ -1,0 +1,87 @@
+package relay
+
+import (
+	"math/rand/v2"
+	"sort"
+
+	"relay/adaptor"
+)
+
+// Channel is a configured upstream with its adaptor and routing weight.
+type Channel struct {
+	*adaptor.Channel
+	Adaptor  adaptor.Adaptor
+	Priority int // higher is tried first
+	Weight   int // share inside a priority group
+}
+
+// Router maps client model names to the channels that serve them.
+type Router struct {
+	byModel map[string][]*Channel // sorted by priority, highest first
+	models  []string              // every served model, sorted
+}
+
+// NewRouter indexes channels by the models they serve.
+func NewRouter(channels []*Channel) *Router {
+	r := &Router{byModel: map[string][]*Channel{}}
+	for _, ch := range channels {
+		for _, m := range ch.Models {
+			if _, seen := r.byModel[m]; !seen {
+				r.models = append(r.models, m)
+			}
+			r.byModel[m] = append(r.byModel[m], ch)
+		}
+	}
+	for _, list := range r.byModel {
+		sort.SliceStable(list, func(i, j int) bool { return list[i].Priority > list[j].Priority })
+	}
+	sort.Strings(r.models)
+	return r
+}
+
+// Models lists every model some channel serves.
+func (r *Router) Models() []string { return r.models }
+
+// Serves reports whether any channel serves model.
+func (r *Router) Serves(model string) bool { return len(r.byModel[model]) > 0 }
+
+// Candidates returns the channels to try for model, in order: priority groups highest first, and inside
+// a group a weighted random order. The common one-channel case allocates nothing.
+func (r *Router) Candidates(model string) []*Channel {
+	list := r.byModel[model]
+	if len(list) <= 1 {
+		return list
+	}
+	out := make([]*Channel, 0, len(list))
+	for start := 0; start < len(list); {
+		end := start + 1
+		for end < len(list) && list[end].Priority == list[start].Priority {
+			end++
+		}
+		out = appendWeighted(out, list[start:end])
+		start = end
+	}
+	return out
+}
+
+// appendWeighted appends group in weighted random order (each pick proportional to remaining weight).
+func appendWeighted(out, group []*Channel) []*Channel {
+	rest := append([]*Channel(nil), group...)
+	for len(rest) > 0 {
+		total := 0
+		for _, ch := range rest {
+			total += ch.Weight
+		}
+		n := rand.IntN(total)
+		i := 0
+		for ; i < len(rest)-1; i++ {
+			n -= rest[i].Weight
+			if n < 0 {
+				break
+			}
+		}
+		out = append(out, rest[i])
+		rest = append(rest[:i], rest[i+1:]...)
+	}
+	return out
+}

@@ -1,0 +1,124 @@
+// Package relay is the HTTP side of the relay: the Gin server, middleware, the core (routing, failover,
+// the stream pump, accounting) and one file per surface.
+package relay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"relay/adaptor"
+	"relay/store"
+)
+
+// Server is the relay's HTTP server.
+type Server struct {
+	cfg     *Config
+	log     *slog.Logger
+	store   store.Store
+	core    *Core
+	keys    *keyCache
+	engine  *gin.Engine
+	started time.Time
+
+	http     *http.Server
+	baseCtx  context.Context
+	cancel   context.CancelFunc
+	inflight sync.WaitGroup
+}
+
+func init() { gin.SetMode(gin.ReleaseMode) }
+
+// NewServer wires the surfaces to the core.
+func NewServer(cfg *Config, st store.Store, channels []*Channel, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{
+		cfg: cfg, log: log, store: st, started: time.Now(),
+		core: &Core{router: NewRouter(channels), store: st, log: log, maxAnswer: cfg.Server.MaxAnswerBytes},
+		keys: &keyCache{store: st, ttl: cfg.Auth.KeyCacheTTL, m: map[string]cachedKey{}},
+	}
+	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	e := gin.New()
+	e.HandleMethodNotAllowed = true
+	e.Use(s.recovery(), s.requestID())
+	if cfg.Log.AccessLog {
+		e.Use(s.accessLog())
+	}
+	e.NoRoute(func(c *gin.Context) {
+		writeOpenAIError(c, adaptor.NewError(404, adaptor.TypeNotFound, "unknown_url", "Unknown request URL: "+c.Request.Method+" "+c.Request.URL.Path))
+	})
+	e.NoMethod(func(c *gin.Context) {
+		writeOpenAIError(c, adaptor.NewError(405, adaptor.TypeInvalidRequest, "method_not_allowed", "Method "+c.Request.Method+" is not allowed here"))
+	})
+	e.GET("/healthz", func(c *gin.Context) { c.Data(200, "application/json", []byte(`{"status":"ok"}`)) })
+	v1 := e.Group("/v1", s.track(), s.auth())
+	v1.POST("/chat/completions", s.chatCompletions)
+	v1.GET("/models", s.listModels)
+	v1.GET("/models/:model", s.getModel)
+	s.engine = e
+	return s
+}
+
+// Handler is the server's http.Handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// ForgetKeys drops cached keys, so a revoke in this process takes effect at once.
+func (s *Server) ForgetKeys() { s.keys.forget() }
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.http = &http.Server{
+		Handler:           s.engine,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return s.baseCtx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	err := s.http.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting requests and lets in-flight ones (streams included) finish within the grace
+// period; past it their contexts are cancelled, so they end and log themselves as failed. The store is
+// not closed here: the caller closes it after Shutdown returns, which drains its queue.
+func (s *Server) Shutdown(ctx context.Context) error {
+	grace := s.cfg.Server.ShutdownGrace
+	if grace <= 0 {
+		grace = 30 * time.Second
+	}
+	gctx, cancel := context.WithTimeout(ctx, grace)
+	defer cancel()
+	var err error
+	if s.http != nil {
+		err = s.http.Shutdown(gctx)
+	}
+	// Whatever is still running is cancelled now; wait for the handlers to return so their log rows
+	// are enqueued before the store drains.
+	s.cancel()
+	if s.http != nil && err != nil {
+		s.http.Close()
+	}
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		s.log.Warn("shutdown: handlers still running after cancel")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.log.Warn("shutdown: grace period over, in-flight requests were cancelled")
+		return nil
+	}
+	return err
+}

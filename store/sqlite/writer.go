@@ -1,0 +1,192 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"relay/store"
+)
+
+// op is one queued write. Every kind of row the hot path writes is an op, so one writer goroutine and one
+// transaction per batch serve them all.
+type op interface {
+	// table names the statement the op uses (a key into the batch's prepared statements).
+	stmt() string
+	args() []any
+}
+
+// writer owns all asynchronous writes: a bounded queue, one goroutine, one transaction per batch.
+type writer struct {
+	db    *sql.DB
+	log   *slog.Logger
+	queue chan op
+	batch int
+	every time.Duration
+	done  chan struct{}
+	// mu guards closed: enqueues hold it shared, close holds it exclusively, so no op is sent on a
+	// closed queue and none sent before close is lost.
+	mu     sync.RWMutex
+	closed bool
+
+	written, batches, blocked, failed atomic.Int64
+	lastFlush                         atomic.Int64
+}
+
+func newWriter(db *sql.DB, opt Options) *writer {
+	w := &writer{db: db, log: opt.Logger, queue: make(chan op, opt.QueueSize), batch: opt.BatchSize,
+		every: opt.FlushInterval, done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+// enqueue hands an op to the writer. It only waits when the queue is full (back-pressure, counted).
+func (w *writer) enqueue(o op) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		w.failed.Add(1)
+		w.log.Error("store writer: write after close dropped", "stmt", o.stmt()[:20])
+		return
+	}
+	select {
+	case w.queue <- o:
+	default:
+		w.blocked.Add(1)
+		w.queue <- o
+	}
+}
+
+func (w *writer) run() {
+	defer close(w.done)
+	buf := make([]op, 0, w.batch)
+	timer := time.NewTimer(w.every)
+	defer timer.Stop()
+	for {
+		select {
+		case o, ok := <-w.queue:
+			if !ok {
+				w.flush(buf)
+				return
+			}
+			buf = append(buf, o)
+			// Take what is already queued without waiting, up to a batch.
+			for len(buf) < w.batch {
+				select {
+				case o, ok = <-w.queue:
+					if !ok {
+						w.flush(buf)
+						return
+					}
+					buf = append(buf, o)
+					continue
+				default:
+				}
+				break
+			}
+			if len(buf) >= w.batch {
+				w.flush(buf)
+				buf = buf[:0]
+				continue
+			}
+			// A partial batch waits a little for company, so a trickle still commits in few transactions.
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+			timer.Reset(w.every)
+		case <-timer.C:
+			w.flush(buf)
+			buf = buf[:0]
+		}
+	}
+}
+
+func (w *writer) flush(buf []op) {
+	if len(buf) == 0 {
+		return
+	}
+	start := time.Now()
+	if err := w.commit(buf); err != nil {
+		w.failed.Add(int64(len(buf)))
+		w.log.Error("store writer: batch failed", "rows", len(buf), "err", err)
+		return
+	}
+	w.written.Add(int64(len(buf)))
+	w.batches.Add(1)
+	w.lastFlush.Store(int64(time.Since(start)))
+}
+
+func (w *writer) commit(buf []op) error {
+	ctx := context.Background()
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = w.commitOnce(ctx, buf); err == nil {
+			return nil
+		}
+		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
+	}
+	return err
+}
+
+func (w *writer) commitOnce(ctx context.Context, buf []op) error {
+	tx, err := w.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	stmts := map[string]*sql.Stmt{}
+	for _, o := range buf {
+		q := o.stmt()
+		st, ok := stmts[q]
+		if !ok {
+			if st, err = tx.PrepareContext(ctx, q); err != nil {
+				tx.Rollback()
+				return err
+			}
+			stmts[q] = st
+		}
+		if _, err := st.ExecContext(ctx, o.args()...); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// close stops accepting ops, drains the queue and waits for the last commit.
+func (w *writer) close() {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.queue)
+	}
+	w.mu.Unlock()
+	<-w.done
+}
+
+func (w *writer) stats() store.WriterStats {
+	return store.WriterStats{
+		Queued: int64(len(w.queue)), Written: w.written.Load(), Batches: w.batches.Load(),
+		Blocked: w.blocked.Load(), Failed: w.failed.Load(), LastFlush: time.Duration(w.lastFlush.Load()),
+	}
+}
+
+// logOp writes one request log row.
+type logOp store.LogRow
+
+const insertLog = `INSERT INTO request_logs(time, request_id, key_id, surface, model, upstream_model, channel, stream, status,
+	latency_us, ttfb_us, prompt_tokens, completion_tokens, total_tokens, tokens_estimated, error)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+func (l logOp) stmt() string { return insertLog }
+
+func (l logOp) args() []any {
+	return []any{l.Time.UnixMilli(), l.RequestID, l.KeyID, l.Surface, l.Model, l.UpstreamModel, l.Channel, l.Stream, l.Status,
+		l.Latency.Microseconds(), l.TTFB.Microseconds(), l.Usage.PromptTokens, l.Usage.CompletionTokens, l.Usage.TotalTokens,
+		l.Usage.Estimated, l.Error}
+}
