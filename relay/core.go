@@ -109,10 +109,9 @@ func (co *Core) Finish(call *Call) {
 			TotalTokens: call.Usage.TotalTokens, Estimated: call.Usage.Estimated},
 	}
 	if call.Err != nil {
+		// A stream that failed after its 200 went out is logged with the failure's status.
 		row.Error = errStatusText(call.Err)
-		if row.Status == 0 || row.Status == 200 && call.TTFB == 0 {
-			row.Status = call.Err.Status
-		}
+		row.Status = call.Err.Status
 	}
 	co.store.Log(row)
 }

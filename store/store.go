@@ -21,7 +21,7 @@ type LogRow struct {
 	UpstreamModel string // as sent upstream
 	Channel       string
 	Stream        bool
-	Status        int
+	Status        int // the HTTP status, or for a stream that failed after it started, the failure's
 	Latency       time.Duration
 	TTFB          time.Duration // zero for non-stream requests and for failures before the first byte
 	Usage         Usage
