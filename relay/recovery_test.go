@@ -11,7 +11,6 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-
 // A panic in a handler becomes a logged 500 in OpenAI's error shape, and the server keeps serving.
 func TestRecoveryTurnsPanicIntoOpenAIError(t *testing.T) {
 	var logged strings.Builder
