@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 	"unsafe"
 
 	"github.com/tidwall/gjson"
@@ -68,7 +69,7 @@ func (a *Accumulator) Add(ev *Event) {
 			return true
 		})
 		if f := ch.Get("finish_reason"); f.Type == gjson.String && f.Str != "" {
-			a.finish = f.Str
+			a.finish = strings.Clone(f.Str)
 		}
 		return true
 	})
@@ -86,11 +87,12 @@ func (a *Accumulator) addToolDelta(tc gjson.Result) {
 		a.tools = append(a.tools, toolCall{index: idx, typ: "function"})
 		t = &a.tools[len(a.tools)-1]
 	}
+	// Strings are cloned: gjson's results point into the event's bytes, which the adaptor reuses.
 	if v := tc.Get("id").Str; v != "" {
-		t.id = v
+		t.id = strings.Clone(v)
 	}
 	if v := tc.Get("type").Str; v != "" {
-		t.typ = v
+		t.typ = strings.Clone(v)
 	}
 	if v := tc.Get("function.name").Str; v != "" {
 		t.name += v
