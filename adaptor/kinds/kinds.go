@@ -4,13 +4,15 @@ package kinds
 import (
 	"relay/adaptor"
 	"relay/adaptor/demo"
+	"relay/adaptor/hunyuan"
 	"relay/adaptor/openai"
 )
 
 // All returns the adaptors by kind name, as used in config.yaml's channels[].kind.
 func All() map[string]adaptor.Adaptor {
 	return map[string]adaptor.Adaptor{
-		"demo":   demo.New(),
-		"openai": openai.New(),
+		"demo":    demo.New(),
+		"hunyuan": hunyuan.New(),
+		"openai":  openai.New(),
 	}
 }
