@@ -6,6 +6,7 @@ import (
 	"relay/adaptor/demo"
 	"relay/adaptor/hunyuan"
 	"relay/adaptor/openai"
+	"relay/adaptor/spark"
 )
 
 // All returns the adaptors by kind name, as used in config.yaml's channels[].kind.
@@ -14,5 +15,6 @@ func All() map[string]adaptor.Adaptor {
 		"demo":    demo.New(),
 		"hunyuan": hunyuan.New(),
 		"openai":  openai.New(),
+		"spark":   spark.New(),
 	}
 }
