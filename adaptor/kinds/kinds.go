@@ -4,6 +4,7 @@ package kinds
 import (
 	"relay/adaptor"
 	"relay/adaptor/demo"
+	"relay/adaptor/fastgpt"
 	"relay/adaptor/hunyuan"
 	"relay/adaptor/openai"
 	"relay/adaptor/spark"
@@ -13,6 +14,7 @@ import (
 func All() map[string]adaptor.Adaptor {
 	return map[string]adaptor.Adaptor{
 		"demo":    demo.New(),
+		"fastgpt": fastgpt.New(),
 		"hunyuan": hunyuan.New(),
 		"openai":  openai.New(),
 		"spark":   spark.New(),
