@@ -95,7 +95,7 @@ func (a *Accumulator) addToolDelta(tc gjson.Result) {
 		t.typ = strings.Clone(v)
 	}
 	if v := tc.Get("function.name").Str; v != "" {
-		t.name += v
+		t.name = strings.Clone(t.name + v) // "" + v may return v itself
 	}
 	t.arguments = append(t.arguments, tc.Get("function.arguments").Str...)
 }

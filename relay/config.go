@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 
 	"relay/adaptor"
 )
@@ -105,6 +106,11 @@ func LoadConfig(path string) (*Config, error) {
 	if err := v.Unmarshal(&c); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	if path != "" {
+		if err := keepModelMapCase(path, &c); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -143,17 +149,11 @@ func (c *Config) validate() error {
 		if ch.Kind == "" {
 			return fmt.Errorf("%s.kind is required", where)
 		}
-		// YAML booleans reach us through viper's weak decoding as "1"/"0".
-		switch strings.ToLower(ch.Enabled) {
-		case "1", "true", "yes", "on", "":
-			c.Channels[i].Enabled = "true"
-		case "0", "false", "no", "off":
-			c.Channels[i].Enabled = "false"
-		case "auto":
-			c.Channels[i].Enabled = "auto"
-		default:
+		enabled, ok := normEnabled(ch.Enabled)
+		if !ok {
 			return fmt.Errorf("%s.enabled must be true, false or auto, not %q", where, ch.Enabled)
 		}
+		c.Channels[i].Enabled = enabled
 		if len(ch.Models) == 0 {
 			return fmt.Errorf("%s.models must list at least one model", where)
 		}
@@ -203,7 +203,10 @@ func (c *Config) BuildChannels(kinds map[string]adaptor.Adaptor) ([]*Channel, er
 		for name, v := range cc.Credentials {
 			ch.Credentials[name] = expand(v, &missing)
 		}
-		enabled := strings.ToLower(cc.Enabled)
+		enabled, ok := normEnabled(cc.Enabled)
+		if !ok {
+			return nil, fmt.Errorf("%s.enabled must be true, false or auto, not %q", where, cc.Enabled)
+		}
 		if enabled == "false" || (enabled == "auto" && len(missing) > 0) {
 			continue
 		}
@@ -235,4 +238,41 @@ func DefaultConfig() (*Config, error) {
 		c.Channels = []ChannelConfig{{Name: "demo", Kind: "demo", Enabled: "true", Models: []string{"demo"}}}
 	}
 	return c, nil
+}
+
+// normEnabled reads a channel's enabled setting: true, false or auto. YAML booleans reach us through
+// viper's weak decoding as "1"/"0".
+func normEnabled(s string) (string, bool) {
+	switch strings.ToLower(s) {
+	case "1", "true", "yes", "on", "":
+		return "true", true
+	case "0", "false", "no", "off":
+		return "false", true
+	case "auto":
+		return "auto", true
+	}
+	return "", false
+}
+
+// keepModelMapCase re-reads channels[].model_map from the YAML file: viper lowercases map keys, and model
+// names are case-sensitive (Qwen/Qwen2.5-72B-Instruct).
+func keepModelMapCase(path string, c *Config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	var raw struct {
+		Channels []struct {
+			ModelMap map[string]string `yaml:"model_map"`
+		} `yaml:"channels"`
+	}
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	for i := range c.Channels {
+		if i < len(raw.Channels) && raw.Channels[i].ModelMap != nil {
+			c.Channels[i].ModelMap = raw.Channels[i].ModelMap
+		}
+	}
+	return nil
 }

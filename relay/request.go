@@ -63,6 +63,9 @@ func ParseChatRequest(body []byte) (*adaptor.Request, *adaptor.Error) {
 	if f = root.Get("tools"); f.Exists() && f.Type != gjson.Null && !f.IsArray() {
 		return nil, typeError("tools", "an array")
 	}
+	if e := parseFastGPTFields(root, req); e != nil {
+		return nil, e
+	}
 	return req, nil
 }
 
@@ -136,4 +139,50 @@ func missingOrType(field string, f gjson.Result, want string) *adaptor.Error {
 		return adaptor.BadRequest(field, field+" is required")
 	}
 	return typeError(field, want)
+}
+
+// parseFastGPTFields reads the FastGPT fields a client may send on top of the OpenAI body (seed chat.api):
+// chatId or chat_id, responseChatItemId or response_chat_item_id, detail, variables. Other upstreams
+// ignore them.
+func parseFastGPTFields(root gjson.Result, req *adaptor.Request) *adaptor.Error {
+	var e *adaptor.Error
+	if req.ChatID, e = eitherString(root, "chatId", "chat_id"); e != nil {
+		return e
+	}
+	if req.ResponseChatItemID, e = eitherString(root, "responseChatItemId", "response_chat_item_id"); e != nil {
+		return e
+	}
+	if f := root.Get("detail"); f.Exists() && f.Type != gjson.Null {
+		if f.Type != gjson.True && f.Type != gjson.False {
+			return typeError("detail", "a boolean")
+		}
+		req.Detail = f.Type == gjson.True
+	}
+	if f := root.Get("variables"); f.Exists() && f.Type != gjson.Null {
+		if !f.IsObject() {
+			return typeError("variables", "an object")
+		}
+		req.Variables = []byte(f.Raw)
+	}
+	return nil
+}
+
+// eitherString reads a string field that may come under two names; if both are given they must agree.
+func eitherString(root gjson.Result, a, b string) (string, *adaptor.Error) {
+	fa, fb := root.Get(a), root.Get(b)
+	for _, f := range [...]struct {
+		name string
+		r    gjson.Result
+	}{{a, fa}, {b, fb}} {
+		if f.r.Exists() && f.r.Type != gjson.Null && f.r.Type != gjson.String {
+			return "", typeError(f.name, "a string")
+		}
+	}
+	if fa.Str != "" && fb.Str != "" && fa.Str != fb.Str {
+		return "", adaptor.BadRequest(a, a+" and "+b+" name different chats")
+	}
+	if fa.Str != "" {
+		return fa.Str, nil
+	}
+	return fb.Str, nil
 }

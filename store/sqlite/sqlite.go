@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,8 +65,9 @@ var _ store.Store = (*Store)(nil)
 // _pragma and _txlock parameters so that every pooled connection gets them.
 func DSN(path string, busy time.Duration) string {
 	q := url.Values{}
-	q.Add("_pragma", "journal_mode(WAL)")
+	// busy_timeout first, so the journal_mode switch on a fresh file already waits for other openers.
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Add("_pragma", "foreign_keys(ON)")
 	q.Add("_txlock", "immediate")
@@ -87,7 +89,7 @@ func Open(path string, opt Options) (*Store, error) {
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	if err := Migrate(context.Background(), db); err != nil {
+	if err := migrateRetrying(db); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -111,12 +113,27 @@ func (s *Store) logPragmas(path string) {
 // DB exposes the database for tests and tools.
 func (s *Store) DB() *sql.DB { return s.db }
 
-// Migrate applies the embedded migrations not yet recorded in schema_migrations, each in its own
-// transaction.
-func Migrate(ctx context.Context, db *sql.DB) error {
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("store: migrations table: %w", err)
+// migrateRetrying runs Migrate, retrying SQLITE_BUSY: while another process turns a fresh file into
+// WAL mode, SQLite can answer busy without waiting on busy_timeout.
+func migrateRetrying(db *sql.DB) error {
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		if err = Migrate(context.Background(), db); err == nil || !isBusy(err) {
+			return err
+		}
+		time.Sleep(time.Duration(10+attempt*10) * time.Millisecond)
 	}
+	return err
+}
+
+func isBusy(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked"))
+}
+
+// Migrate applies the embedded migrations not yet recorded in schema_migrations. It runs in one write
+// transaction (BEGIN IMMEDIATE), so processes opening a fresh database at once apply each migration once:
+// the second waits on busy_timeout, then finds them recorded.
+func Migrate(ctx context.Context, db *sql.DB) error {
 	entries, err := migrations.ReadDir("migrations")
 	if err != nil {
 		return err
@@ -126,10 +143,18 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 		names = append(names, e.Name())
 	}
 	sort.Strings(names)
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: migrations: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("store: migrations table: %w", err)
+	}
 	for _, name := range names {
 		version := strings.TrimSuffix(name, ".sql")
 		var n int
-		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n); err != nil {
 			return fmt.Errorf("store: read migrations: %w", err)
 		}
 		if n > 0 {
@@ -139,21 +164,15 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 		if err != nil {
 			return err
 		}
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("store: migration %s: %w", version, err)
-		}
 		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-			tx.Rollback()
 			return fmt.Errorf("store: migration %s: %w", version, err)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)`, version, time.Now().Unix()); err != nil {
-			tx.Rollback()
 			return fmt.Errorf("store: migration %s: %w", version, err)
 		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("store: migration %s: %w", version, err)
-		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: migrations: %w", err)
 	}
 	return nil
 }
@@ -223,11 +242,22 @@ func (s *Store) ListKeys(ctx context.Context) ([]store.Key, error) {
 	return out, rows.Err()
 }
 
-// RevokeKey revokes the active key(s) with this name, or the key with this numeric id.
+// RevokeKey revokes the active key(s) with this name; when no active key has the name and it is a
+// number, the active key with that id.
 func (s *Store) RevokeKey(ctx context.Context, nameOrID string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE keys SET revoked_at = ? WHERE revoked_at = 0 AND (name = ? OR CAST(id AS TEXT) = ?)`,
-		time.Now().Unix(), nameOrID, nameOrID)
+	now := time.Now().Unix()
+	res, err := s.db.ExecContext(ctx, `UPDATE keys SET revoked_at = ? WHERE revoked_at = 0 AND name = ?`, now, nameOrID)
 	if err != nil {
+		return fmt.Errorf("store: revoke key: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		return nil
+	}
+	id, err := strconv.ParseInt(nameOrID, 10, 64)
+	if err != nil {
+		return store.ErrNotFound
+	}
+	if res, err = s.db.ExecContext(ctx, `UPDATE keys SET revoked_at = ? WHERE revoked_at = 0 AND id = ?`, now, id); err != nil {
 		return fmt.Errorf("store: revoke key: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
@@ -248,9 +278,10 @@ func (s *Store) Log(row store.LogRow) { s.w.enqueue(logOp(row)) }
 
 // RecentLogs returns the newest rows first.
 func (s *Store) RecentLogs(ctx context.Context, limit int) ([]store.LogRow, error) {
-	if limit <= 0 || limit > 1000 {
+	if limit <= 0 {
 		limit = 100
 	}
+	limit = min(limit, 1000)
 	rows, err := s.db.QueryContext(ctx, `SELECT time, request_id, key_id, surface, model, upstream_model, channel, stream, status,
 		latency_us, ttfb_us, prompt_tokens, completion_tokens, total_tokens, tokens_estimated, error
 		FROM request_logs ORDER BY time DESC, id DESC LIMIT ?`, limit)

@@ -71,14 +71,24 @@ func (w *writer) enqueue(o op) {
 func (w *writer) run() {
 	defer close(w.done)
 	buf := make([]op, 0, w.batch)
-	timer := time.NewTimer(w.every)
-	defer timer.Stop()
+	// The flush deadline is set when a batch starts and not moved by later rows, so no row waits
+	// longer than FlushInterval (plus the commit before it) however steady the trickle.
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	flush := func() {
+		timer.Stop()
+		w.flush(buf)
+		buf = buf[:0]
+	}
 	for {
 		select {
 		case o, ok := <-w.queue:
 			if !ok {
-				w.flush(buf)
+				flush()
 				return
+			}
+			if len(buf) == 0 {
+				timer.Reset(w.every)
 			}
 			buf = append(buf, o)
 			// Take what is already queued without waiting, up to a batch.
@@ -86,7 +96,7 @@ func (w *writer) run() {
 				select {
 				case o, ok = <-w.queue:
 					if !ok {
-						w.flush(buf)
+						flush()
 						return
 					}
 					buf = append(buf, o)
@@ -96,21 +106,10 @@ func (w *writer) run() {
 				break
 			}
 			if len(buf) >= w.batch {
-				w.flush(buf)
-				buf = buf[:0]
-				continue
+				flush()
 			}
-			// A partial batch waits a little for company, so a trickle still commits in few transactions.
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-			timer.Reset(w.every)
 		case <-timer.C:
-			w.flush(buf)
-			buf = buf[:0]
+			flush()
 		}
 	}
 }
