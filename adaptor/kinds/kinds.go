@@ -3,9 +3,11 @@ package kinds
 
 import (
 	"relay/adaptor"
+	"relay/adaptor/anthropic"
 	"relay/adaptor/demo"
 	"relay/adaptor/fastgpt"
 	"relay/adaptor/hunyuan"
+	"relay/adaptor/ollama"
 	"relay/adaptor/openai"
 	"relay/adaptor/spark"
 )
@@ -13,10 +15,12 @@ import (
 // All returns the adaptors by kind name, as used in config.yaml's channels[].kind.
 func All() map[string]adaptor.Adaptor {
 	return map[string]adaptor.Adaptor{
-		"demo":    demo.New(),
-		"fastgpt": fastgpt.New(),
-		"hunyuan": hunyuan.New(),
-		"openai":  openai.New(),
-		"spark":   spark.New(),
+		"anthropic": anthropic.New(),
+		"demo":      demo.New(),
+		"fastgpt":   fastgpt.New(),
+		"hunyuan":   hunyuan.New(),
+		"ollama":    ollama.New(),
+		"openai":    openai.New(),
+		"spark":     spark.New(),
 	}
 }
