@@ -19,6 +19,8 @@ type Error struct {
 	Message string
 	// Retryable reports whether trying another channel may help (connect errors, 429, 5xx).
 	Retryable bool
+	// RetryAfter is the upstream's Retry-After header (seconds or an HTTP date), passed on to clients.
+	RetryAfter string
 }
 
 func (e *Error) Error() string {

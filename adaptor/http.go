@@ -46,12 +46,17 @@ func Send(ctx context.Context, ch *Channel, req *http.Request, parse ErrorParser
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	resp.Body.Close()
+	var e *Error
 	if parse != nil {
-		if e := parse(resp.StatusCode, body); e != nil {
-			return nil, e
-		}
+		e = parse(resp.StatusCode, body)
 	}
-	return nil, UpstreamError(resp.StatusCode, "", "")
+	if e == nil {
+		e = UpstreamError(resp.StatusCode, "", "")
+	}
+	if ra := resp.Header.Get("Retry-After"); ra != "" && e.RetryAfter == "" {
+		e.RetryAfter = ra
+	}
+	return nil, e
 }
 
 // WithTimeout applies the channel's total timeout to ctx.

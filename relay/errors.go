@@ -43,6 +43,9 @@ func writeOpenAIError(c *gin.Context, e *adaptor.Error) {
 		c.Status(status)
 		return
 	}
+	if e.RetryAfter != "" {
+		c.Header("Retry-After", e.RetryAfter)
+	}
 	if status == 429 || status == 503 {
 		if c.Writer.Header().Get("Retry-After") == "" {
 			c.Header("Retry-After", "1")

@@ -311,7 +311,7 @@ func TestUpstreamErrorsBeforeFirstByte(t *testing.T) {
 	}{
 		{"500 non-stream", openaitest.Options{Status: 500, ErrorMessage: "upstream exploded"}, false, 500, "mock_error"},
 		{"503 stream", openaitest.Options{Status: 503, ErrorMessage: "upstream overloaded"}, true, 503, "mock_error"},
-		{"429", openaitest.Options{Status: 429, ErrorMessage: "slow down"}, false, 429, "mock_error"},
+		{"429", openaitest.Options{Status: 429, ErrorMessage: "slow down", RetryAfter: "7"}, false, 429, "mock_error"},
 		{"400", openaitest.Options{Status: 400, ErrorMessage: "bad temperature"}, true, 400, "mock_error"},
 		{"401 upstream key", openaitest.Options{Key: "the-right-key"}, false, 401, "invalid_api_key"},
 	}
@@ -324,6 +324,9 @@ func TestUpstreamErrorsBeforeFirstByte(t *testing.T) {
 			resp := tr.post(tr.Key, body)
 			if resp.StatusCode != c.status {
 				t.Fatalf("status %d, want %d", resp.StatusCode, c.status)
+			}
+			if c.opts.RetryAfter != "" && resp.Header.Get("Retry-After") != c.opts.RetryAfter {
+				t.Fatalf("Retry-After %q, want the upstream's %q", resp.Header.Get("Retry-After"), c.opts.RetryAfter)
 			}
 			e := errorBody(t, resp)
 			msg, _ := e["message"].(string)

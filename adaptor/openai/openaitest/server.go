@@ -28,6 +28,7 @@ type Options struct {
 	// Status, when >= 400, is returned with an OpenAI error body carrying ErrorMessage.
 	Status       int
 	ErrorMessage string
+	RetryAfter   string // sent with the error status
 	// Delay is slept before the first byte; ChunkDelay between chunks.
 	Delay      time.Duration
 	ChunkDelay time.Duration
@@ -137,6 +138,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		msg := s.opts.ErrorMessage
 		if msg == "" {
 			msg = http.StatusText(s.opts.Status)
+		}
+		if s.opts.RetryAfter != "" {
+			w.Header().Set("Retry-After", s.opts.RetryAfter)
 		}
 		writeError(w, s.opts.Status, msg, "mock_error")
 		return
