@@ -6,6 +6,7 @@ import (
 	"relay/adaptor/anthropic"
 	"relay/adaptor/demo"
 	"relay/adaptor/fastgpt"
+	"relay/adaptor/gemini"
 	"relay/adaptor/hunyuan"
 	"relay/adaptor/ollama"
 	"relay/adaptor/openai"
@@ -18,6 +19,7 @@ func All() map[string]adaptor.Adaptor {
 		"anthropic": anthropic.New(),
 		"demo":      demo.New(),
 		"fastgpt":   fastgpt.New(),
+		"gemini":    gemini.New(),
 		"hunyuan":   hunyuan.New(),
 		"ollama":    ollama.New(),
 		"openai":    openai.New(),
