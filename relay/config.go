@@ -23,6 +23,55 @@ type Config struct {
 	Auth     AuthConfig      `mapstructure:"auth"`
 	Store    StoreConfig     `mapstructure:"store"`
 	Channels []ChannelConfig `mapstructure:"channels"`
+	// Workflows maps work_id to a channel and app key (workflow surface, seed chat.api); Callbacks
+	// tunes the delivery of asynchronous (is_batch) results.
+	Workflows WorkflowsConfig `mapstructure:"workflows"`
+	Callbacks CallbacksConfig `mapstructure:"callbacks"`
+}
+
+// WorkflowsConfig configures the workflow surface and the asynchronous job pool.
+type WorkflowsConfig struct {
+	// Concurrency is how many is_batch jobs run their upstream call at once.
+	Concurrency int `mapstructure:"concurrency"`
+	// JobTimeout bounds one job's upstream call (the channel's own timeout applies as well).
+	JobTimeout time.Duration `mapstructure:"job_timeout"`
+	// Apps are the workflows clients name with work_id.
+	Apps []WorkflowConfig `mapstructure:"apps"`
+}
+
+// WorkflowConfig is one workflow: a work_id served by a channel with the workflow's own app key.
+type WorkflowConfig struct {
+	WorkID string `mapstructure:"work_id"`
+	// EventType is the kind of workflow backend (default fastgpt); it must equal the channel's kind.
+	EventType string `mapstructure:"event_type"`
+	// Channel names the channel that serves the workflow.
+	Channel string `mapstructure:"channel"`
+	// AppKey is the workflow's own upstream key (FastGPT app key), usually ${ENV}; empty uses the
+	// channel's keys. A workflow whose key references an unset variable is unavailable (503).
+	AppKey string `mapstructure:"app_key"`
+	// AllowedKeys lists the names of the relay keys that may use the workflow; empty allows every key.
+	AllowedKeys []string `mapstructure:"allowed_keys"`
+}
+
+// CallbacksConfig tunes callback delivery of is_batch results.
+type CallbacksConfig struct {
+	// Secret signs every callback body (HMAC-SHA256, X-Relay-Signature); ${ENV} or
+	// RELAY_CALLBACKS_SECRET. Without it the relay refuses requests that name a callback.
+	Secret string `mapstructure:"secret"`
+	// AllowPrivate lets callbacks reach loopback, private and link-local addresses (tests, trusted
+	// networks). Off, such destinations are refused at submission and again at dial time.
+	AllowPrivate bool `mapstructure:"allow_private"`
+	// Concurrency is how many deliveries run at once.
+	Concurrency int `mapstructure:"concurrency"`
+	// Timeout bounds one delivery attempt.
+	Timeout time.Duration `mapstructure:"timeout"`
+	// MaxAttempts and MaxAge (from when the result was ready) bound the retries; then the job is
+	// callback_failed.
+	MaxAttempts int           `mapstructure:"max_attempts"`
+	MaxAge      time.Duration `mapstructure:"max_age"`
+	// Retries wait InitialBackoff, doubling up to MaxBackoff, each with random jitter.
+	InitialBackoff time.Duration `mapstructure:"initial_backoff"`
+	MaxBackoff     time.Duration `mapstructure:"max_backoff"`
 }
 
 // LogConfig selects the slog handler.
@@ -85,6 +134,16 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("store.queue_size", 10000)
 	v.SetDefault("store.batch_size", 512)
 	v.SetDefault("store.flush_interval", "50ms")
+	v.SetDefault("workflows.concurrency", 8)
+	v.SetDefault("workflows.job_timeout", "10m")
+	v.SetDefault("callbacks.secret", "") // known to viper, so RELAY_CALLBACKS_SECRET sets it
+	v.SetDefault("callbacks.allow_private", false)
+	v.SetDefault("callbacks.concurrency", 16)
+	v.SetDefault("callbacks.timeout", "10s")
+	v.SetDefault("callbacks.max_attempts", 10)
+	v.SetDefault("callbacks.max_age", "24h")
+	v.SetDefault("callbacks.initial_backoff", "1s")
+	v.SetDefault("callbacks.max_backoff", "10m")
 }
 
 // LoadConfig reads path (YAML), applies RELAY_* overrides and validates the result. An empty path reads
@@ -160,6 +219,55 @@ func (c *Config) validate() error {
 		if ch.Weight < 0 {
 			return fmt.Errorf("%s.weight must not be negative", where)
 		}
+	}
+	return c.validateWorkflows()
+}
+
+func (c *Config) validateWorkflows() error {
+	w, cb := &c.Workflows, &c.Callbacks
+	if w.Concurrency <= 0 {
+		return errors.New("config: workflows.concurrency must be positive")
+	}
+	if w.JobTimeout <= 0 {
+		return errors.New("config: workflows.job_timeout must be positive")
+	}
+	kinds := map[string]string{}
+	for _, ch := range c.Channels {
+		kinds[ch.Name] = ch.Kind
+	}
+	ids := map[string]bool{}
+	for i, wf := range w.Apps {
+		where := fmt.Sprintf("config: workflows.apps[%d]", i)
+		if wf.WorkID == "" {
+			return fmt.Errorf("%s.work_id is required", where)
+		}
+		where = fmt.Sprintf("config: workflows.apps[%d] (%s)", i, wf.WorkID)
+		if ids[wf.WorkID] {
+			return fmt.Errorf("%s.work_id is used twice", where)
+		}
+		ids[wf.WorkID] = true
+		if wf.EventType == "" {
+			w.Apps[i].EventType = DefaultEventType
+		}
+		kind, ok := kinds[wf.Channel]
+		if !ok {
+			return fmt.Errorf("%s.channel %q names no configured channel", where, wf.Channel)
+		}
+		if kind != w.Apps[i].EventType {
+			return fmt.Errorf("%s: event_type %q needs a channel of that kind, but %s is of kind %q", where, w.Apps[i].EventType, wf.Channel, kind)
+		}
+	}
+	switch {
+	case cb.Concurrency <= 0:
+		return errors.New("config: callbacks.concurrency must be positive")
+	case cb.Timeout <= 0:
+		return errors.New("config: callbacks.timeout must be positive")
+	case cb.MaxAttempts <= 0:
+		return errors.New("config: callbacks.max_attempts must be positive")
+	case cb.MaxAge <= 0:
+		return errors.New("config: callbacks.max_age must be positive")
+	case cb.InitialBackoff <= 0 || cb.MaxBackoff < cb.InitialBackoff:
+		return errors.New("config: callbacks.initial_backoff must be positive and at most callbacks.max_backoff")
 	}
 	return nil
 }

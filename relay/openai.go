@@ -60,6 +60,14 @@ func (s *Server) chatCompletions(c *gin.Context) {
 		return
 	}
 	defer putBody(buf)
+	// The same endpoint serves the workflow surface (seed chat.api): its control fields divert it.
+	if f, isWorkflow, aerr := readWorkflowFields(buf.Bytes()); aerr != nil {
+		writeOpenAIError(c, aerr)
+		return
+	} else if isWorkflow {
+		s.workflowChat(c, key, buf.Bytes(), f)
+		return
+	}
 	req, aerr := ParseChatRequest(buf.Bytes())
 	if aerr != nil {
 		writeOpenAIError(c, aerr)
@@ -69,22 +77,28 @@ func (s *Server) chatCompletions(c *gin.Context) {
 		writeOpenAIError(c, modelNotFound(req.Model))
 		return
 	}
-	call := NewCall(c.GetString(ctxRequestID), key.ID, "openai", req)
-	defer s.core.Finish(call)
-	ctx := c.Request.Context()
+	s.serveChat(c, s.core, NewCall(c.GetString(ctxRequestID), key.ID, "openai", req), finishCompletion, openAIFraming)
+}
+
+// serveChat runs one chat request through co and answers it, non-stream (body renders the completion)
+// or stream (framing writes the chunks). The OpenAI and workflow surfaces share it.
+func (s *Server) serveChat(c *gin.Context, co *Core, call *Call,
+	body func(*adaptor.Completion, *adaptor.Request) []byte, framing func(io.Writer, *adaptor.Request) Framer) {
+	defer co.Finish(call)
+	req, ctx := call.Req, c.Request.Context()
 	if !req.Stream {
-		comp, aerr := s.core.Complete(ctx, call)
+		comp, aerr := co.Complete(ctx, call)
 		if aerr != nil {
 			call.Err, call.Status = aerr, aerr.Status
 			writeOpenAIError(c, aerr)
 			return
 		}
-		body := finishCompletion(comp, req)
+		out := body(comp, req)
 		call.Usage, call.Status = comp.Usage, http.StatusOK
-		c.Data(http.StatusOK, "application/json", body)
+		c.Data(http.StatusOK, "application/json", out)
 		return
 	}
-	events, aerr := s.core.Stream(ctx, call)
+	events, aerr := co.Stream(ctx, call)
 	if aerr != nil {
 		call.Err, call.Status = aerr, aerr.Status
 		writeOpenAIError(c, aerr)
@@ -93,11 +107,12 @@ func (s *Server) chatCompletions(c *gin.Context) {
 	defer events.Close()
 	sseHeaders(c.Writer)
 	c.Writer.WriteHeader(http.StatusOK)
-	f := newOpenAIFramer(c.Writer, req)
-	res := s.core.Pump(events, f, c.Writer, req, call.Start)
+	res := co.Pump(events, framing(c.Writer, req), c.Writer, req, call.Start)
 	defer res.Release()
 	call.Status, call.TTFB, call.Usage, call.Err = http.StatusOK, res.TTFB, res.Usage, res.Err
 }
+
+func openAIFraming(w io.Writer, req *adaptor.Request) Framer { return newOpenAIFramer(w, req) }
 
 // sseHeaders sets the headers of an SSE answer (X-Accel-Buffering stops nginx from buffering it).
 func sseHeaders(w http.ResponseWriter) {

@@ -27,6 +27,10 @@ type Server struct {
 	engine  *gin.Engine
 	started time.Time
 
+	// workflows are the configured work_ids; runner is the is_batch job pool (workflow*.go).
+	workflows map[string]*workflow
+	runner    *jobRunner
+
 	http     *http.Server
 	baseCtx  context.Context
 	cancel   context.CancelFunc
@@ -46,6 +50,8 @@ func NewServer(cfg *Config, st store.Store, channels []*Channel, log *slog.Logge
 		keys: &keyCache{store: st, ttl: cfg.Auth.KeyCacheTTL, m: map[string]cachedKey{}},
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	s.workflows = buildWorkflows(cfg, channels, log)
+	s.runner = newJobRunner(s)
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
 	e.Use(s.recovery(), s.requestID())
@@ -60,10 +66,13 @@ func NewServer(cfg *Config, st store.Store, channels []*Channel, log *slog.Logge
 	})
 	e.GET("/healthz", func(c *gin.Context) { c.Data(200, "application/json", []byte(`{"status":"ok"}`)) })
 	v1 := e.Group("/v1", s.track(), s.auth())
-	v1.POST("/chat/completions", s.chatCompletions)
+	v1.POST("/chat/completions", s.chatCompletions) // workflow fields divert to the workflow surface
+	v1.GET("/chat/tasks/:id", s.getTask)
+	e.GET("/v1/chat/getauth", s.track(), s.getAuth) // answers in the seed's {code,msg} shape, so no auth middleware
 	v1.GET("/models", s.listModels)
 	v1.GET("/models/:model", s.getModel)
 	s.engine = e
+	s.runner.start()
 	return s
 }
 
@@ -103,6 +112,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.http != nil {
 		err = s.http.Shutdown(gctx)
 	}
+	// Batch jobs may finish within the same grace; past it they are cancelled and stay resumable.
+	s.runner.stop(gctx)
 	// Whatever is still running is cancelled now; wait for the handlers to return so their log rows
 	// are enqueued before the store drains.
 	s.cancel()

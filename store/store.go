@@ -84,6 +84,7 @@ type Logs interface {
 type Store interface {
 	Keys
 	Logs
+	Jobs
 	// Stats reports the writer's counters.
 	Stats() WriterStats
 	// Close drains the write queue, commits it, and closes the database.
@@ -98,4 +99,80 @@ type WriterStats struct {
 	Blocked   int64 // enqueues that waited because the queue was full
 	Failed    int64 // rows lost to a failed transaction (logged)
 	LastFlush time.Duration
+}
+
+// JobStatus is where an asynchronous (is_batch) job is in its life.
+type JobStatus string
+
+// Job states. pending → running → completed (no callback) or delivering → delivered | callback_failed.
+// running goes back to pending when the relay stops mid-run; sending (a delivery in flight, shown to
+// callers as delivering) goes back to delivering.
+const (
+	JobPending        JobStatus = "pending"
+	JobRunning        JobStatus = "running"
+	JobDelivering     JobStatus = "delivering"
+	JobSending        JobStatus = "sending"
+	JobCompleted      JobStatus = "completed"
+	JobDelivered      JobStatus = "delivered"
+	JobCallbackFailed JobStatus = "callback_failed"
+)
+
+// Job is an asynchronous request: stored when submitted, run by the relay's worker pool, its result
+// kept for the task endpoint and, when it has a callback, POSTed there until delivered or given up.
+type Job struct {
+	ID        string
+	Owner     int64 // id of the relay key that submitted it
+	RequestID string
+	Surface   string
+	WorkID    string
+	ChatID    string
+	Request   []byte // the client's request body
+	Callback  string // URL, "" for none
+	Status    JobStatus
+	// ResultStatus and Result are the HTTP status and body a synchronous call would have answered.
+	ResultStatus int
+	Result       []byte
+	Runs         int // upstream runs started (more than one after a restart mid-run)
+	Attempts     int // callback deliveries attempted
+	NextAttempt  time.Time
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	CompletedAt  time.Time // result stored
+	DeliveredAt  time.Time
+}
+
+// JobAttempt is one callback delivery.
+type JobAttempt struct {
+	Attempt  int
+	At       time.Time
+	Status   int // the receiver's HTTP status, 0 when none (network error)
+	Error    string
+	Duration time.Duration
+}
+
+// Jobs keeps asynchronous jobs. Writes are synchronous (the job state machine is not on the hot path).
+// Only GetJob answers callers, and it checks the owner in the query.
+type Jobs interface {
+	CreateJob(ctx context.Context, j Job) error
+	// GetJob returns the owner's job and its delivery attempts; ErrNotFound for any other owner.
+	GetJob(ctx context.Context, id string, owner int64) (Job, []JobAttempt, error)
+	// ResetJobs makes jobs interrupted by a stop runnable again (running → pending, sending →
+	// delivering) and reports how many it moved. Call it once at start, before claiming.
+	ResetJobs(ctx context.Context) (int, error)
+	// ClaimPendingJobs moves up to n pending jobs, oldest first, to running and returns them.
+	ClaimPendingJobs(ctx context.Context, n int) ([]Job, error)
+	// ClaimDueDeliveries moves up to n delivering jobs due at now to sending and returns them.
+	ClaimDueDeliveries(ctx context.Context, now time.Time, n int) ([]Job, error)
+	// NextDelivery reports when the earliest delivering job is due (ok false when none is waiting).
+	NextDelivery(ctx context.Context) (at time.Time, ok bool, err error)
+	// FinishJob stores a running job's result: it becomes delivering (due at once) when it has a
+	// callback, else completed. It returns the new status.
+	FinishJob(ctx context.Context, id string, resultStatus int, result []byte, now time.Time) (JobStatus, error)
+	// ReleaseJob puts a running job back to pending (its run was interrupted).
+	ReleaseJob(ctx context.Context, id string) error
+	// ReleaseDelivery puts a sending job back to delivering, due at once, without counting an attempt.
+	ReleaseDelivery(ctx context.Context, id string) error
+	// RecordAttempt stores a delivery attempt of a sending job and moves it to next: delivered,
+	// callback_failed, or delivering again, due at nextAt.
+	RecordAttempt(ctx context.Context, id string, a JobAttempt, next JobStatus, nextAt time.Time) error
 }
