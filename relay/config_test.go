@@ -10,15 +10,19 @@ import (
 
 	"relay/adaptor"
 	"relay/adaptor/demo"
+	"relay/adaptor/kinds"
 	"relay/adaptor/openai"
 	"relay/relay"
 )
 
 // cfgKinds are the adaptors these tests build channels with (not relay/adaptor/kinds: only demo and
 // openai are needed, and openai is the kind with a Validator).
-func cfgKinds() map[string]adaptor.Adaptor {
-	return map[string]adaptor.Adaptor{"demo": demo.New(), "openai": openai.New()}
-}
+func cfgKinds() map[string]adaptor.Adaptor { return kinds.All() }
+
+// repoSecrets are the variables the repo's config.yaml references; tests unset them so "auto" channels
+// stay off whatever the host has set.
+var repoSecrets = []string{"OPENAI_API_KEY", "TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "SPARK_APP_ID", "SPARK_API_KEY",
+	"SPARK_API_SECRET", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "FASTGPT_BASE_URL"}
 
 // cfgCleanEnv removes every RELAY_* variable (restored at cleanup) and the named variables, so the host's
 // environment cannot change what a test reads.
@@ -87,7 +91,7 @@ func cfgNames(chans []*relay.Channel) []string {
 const repoConfig = "../config.yaml"
 
 func TestConfigRepoFileLoads(t *testing.T) {
-	cfgCleanEnv(t, "OPENAI_API_KEY")
+	cfgCleanEnv(t, repoSecrets...)
 	c, err := relay.LoadConfig(repoConfig)
 	if err != nil {
 		t.Fatalf("LoadConfig(%s): %v", repoConfig, err)
@@ -104,8 +108,8 @@ func TestConfigRepoFileLoads(t *testing.T) {
 	if want := (relay.StoreConfig{Path: "./data/relay.db", QueueSize: 10000, BatchSize: 512, FlushInterval: 50 * time.Millisecond}); c.Store != want {
 		t.Errorf("store = %+v, want %+v", c.Store, want)
 	}
-	if len(c.Channels) != 2 {
-		t.Fatalf("channels = %+v, want demo and openai", c.Channels)
+	if len(c.Channels) != 7 {
+		t.Fatalf("channels = %+v, want demo, openai, hunyuan, spark, anthropic, gemini, ollama", c.Channels)
 	}
 	d, o := c.Channels[0], c.Channels[1]
 	// YAML true arrives as "1" and is normalised.
@@ -132,7 +136,7 @@ func TestConfigRepoFileLoads(t *testing.T) {
 }
 
 func TestConfigRepoFileWithOpenAIKey(t *testing.T) {
-	cfgCleanEnv(t)
+	cfgCleanEnv(t, repoSecrets...)
 	t.Setenv("OPENAI_API_KEY", "sk-test-from-env")
 	c, err := relay.LoadConfig(repoConfig)
 	if err != nil {
@@ -159,7 +163,7 @@ func TestConfigRepoFileWithOpenAIKey(t *testing.T) {
 }
 
 func TestConfigEnvOverridesFile(t *testing.T) {
-	cfgCleanEnv(t, "OPENAI_API_KEY")
+	cfgCleanEnv(t, repoSecrets...)
 	t.Setenv("RELAY_LISTEN", "0.0.0.0:9999")
 	t.Setenv("RELAY_STORE_PATH", "/var/lib/relay/x.db")
 	t.Setenv("RELAY_LOG_FORMAT", "json")
@@ -179,7 +183,7 @@ func TestConfigEnvOverridesFile(t *testing.T) {
 		t.Errorf("log.format = %q, store.batch_size = %d, server.shutdown_grace = %v", c.Log.Format, c.Store.BatchSize, c.Server.ShutdownGrace)
 	}
 	// Keys the environment does not name keep the file's values.
-	if c.Store.QueueSize != 10000 || c.Log.Level != "info" || len(c.Channels) != 2 {
+	if c.Store.QueueSize != 10000 || c.Log.Level != "info" || len(c.Channels) != 7 {
 		t.Errorf("untouched keys changed: %+v", c)
 	}
 
