@@ -67,11 +67,17 @@ func WithTimeout(ctx context.Context, ch *Channel) (context.Context, context.Can
 	return context.WithCancel(ctx)
 }
 
+// MaxAnswerBody bounds a non-stream upstream answer, so a broken upstream cannot exhaust memory.
+const MaxAnswerBody = 64 << 20
+
 // ReadBody reads a whole (non-stream) answer body, mapping read failures like transport failures.
 func ReadBody(ctx context.Context, r io.Reader) ([]byte, error) {
-	b, err := io.ReadAll(r)
+	b, err := io.ReadAll(io.LimitReader(r, MaxAnswerBody+1))
 	if err != nil {
 		return nil, TransportError(ctx, err)
+	}
+	if len(b) > MaxAnswerBody {
+		return nil, UpstreamError(502, "upstream_answer_too_large", "answer larger than 64 MiB")
 	}
 	return b, nil
 }

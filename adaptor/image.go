@@ -121,8 +121,7 @@ func (f *ImageFetcher) init() {
 		if err != nil {
 			return &privateAddrError{address}
 		}
-		a := ap.Addr().Unmap()
-		if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsUnspecified() || a.IsMulticast() {
+		if PrivateAddr(ap.Addr()) {
 			return &privateAddrError{address}
 		}
 		return nil

@@ -117,9 +117,15 @@ type ChannelConfig struct {
 	Models      []string          `mapstructure:"models"`
 	ModelMap    map[string]string `mapstructure:"model_map"`
 	Timeout     time.Duration     `mapstructure:"timeout"`
-	Priority    int               `mapstructure:"priority"`
-	Weight      int               `mapstructure:"weight"`
+	// IdleTimeout bounds a stream's wait for its first event and each gap between events (default 2m;
+	// negative: none). Timeout bounds the whole call (default: none).
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	Priority    int           `mapstructure:"priority"`
+	Weight      int           `mapstructure:"weight"`
 }
+
+// DefaultIdleTimeout is a channel's idle_timeout when config.yaml gives none.
+const DefaultIdleTimeout = 2 * time.Minute
 
 func setDefaults(v *viper.Viper) {
 	v.SetDefault("listen", "127.0.0.1:8080")
@@ -330,7 +336,11 @@ func (c *Config) BuildChannels(kinds map[string]adaptor.Adaptor) ([]*Channel, er
 		if weight == 0 {
 			weight = 1
 		}
-		out = append(out, &Channel{Channel: ch, Adaptor: a, Priority: cc.Priority, Weight: weight})
+		idle := cc.IdleTimeout
+		if idle == 0 {
+			idle = DefaultIdleTimeout
+		}
+		out = append(out, &Channel{Channel: ch, Adaptor: a, Priority: cc.Priority, Weight: weight, IdleTimeout: idle})
 	}
 	return out, nil
 }

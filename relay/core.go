@@ -2,7 +2,10 @@ package relay
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"relay/adaptor"
@@ -61,19 +64,31 @@ func (co *Core) Complete(ctx context.Context, call *Call) (*adaptor.Completion, 
 	return nil, last
 }
 
-// Stream opens a streaming request, trying the next channel on a retryable failure before any byte
-// reached the client. The returned Events must be closed.
+// Stream opens a streaming request and waits for its first event, so that a failure the upstream reports
+// in its first frame (some send errors with HTTP 200) is still a failure before the first byte: it
+// answers with a clean HTTP error, or moves on to the next channel when retryable. The returned Events
+// (first event held) must be closed.
 func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adaptor.Error) {
 	var last *adaptor.Error
 	for _, ch := range co.router.Candidates(call.Req.Model) {
 		co.use(call, ch)
 		cctx, cancel := adaptor.WithTimeout(ctx, ch.Channel)
+		up := &upstream{cancel: cancel, idle: ch.IdleTimeout}
+		up.arm()
 		ev, err := ch.Adaptor.Stream(cctx, ch.Channel, call.Req)
 		if err == nil {
-			return &cancelOnClose{Events: ev, cancel: cancel}, nil
+			up.Events = ev
+			first, ferr := up.next()
+			if ferr == nil || errors.Is(ferr, io.EOF) {
+				up.first, up.firstErr, up.held = first, ferr, true
+				return up, nil
+			}
+			ev.Close()
+			err = ferr
 		}
+		up.stop()
 		cancel()
-		last = adaptor.AsError(err)
+		last = up.idleError(adaptor.AsError(err))
 		if !co.retry(ctx, call, last) {
 			break
 		}
@@ -121,14 +136,72 @@ func modelNotFound(model string) *adaptor.Error {
 		Message: "The model `" + model + "` does not exist or you do not have access to it."}
 }
 
-// cancelOnClose releases the per-channel timeout when the stream is closed.
-type cancelOnClose struct {
+// upstream wraps an open stream: it holds the first event read ahead, bounds the wait for each event
+// by the channel's idle timeout (time to first event included), and releases the channel's context
+// when closed.
+type upstream struct {
 	adaptor.Events
-	cancel context.CancelFunc
+	cancel   context.CancelFunc
+	idle     time.Duration
+	timer    *time.Timer
+	idled    atomic.Bool
+	first    *adaptor.Event
+	firstErr error
+	held     bool
 }
 
-func (c *cancelOnClose) Close() error {
-	err := c.Events.Close()
-	c.cancel()
+// arm starts (or restarts) the idle timer: when it fires the upstream call is cancelled.
+func (u *upstream) arm() {
+	if u.idle <= 0 {
+		return
+	}
+	if u.timer == nil {
+		u.timer = time.AfterFunc(u.idle, func() { u.idled.Store(true); u.cancel() })
+		return
+	}
+	u.timer.Reset(u.idle)
+}
+
+func (u *upstream) stop() {
+	if u.timer != nil {
+		u.timer.Stop()
+	}
+}
+
+func (u *upstream) next() (*adaptor.Event, error) {
+	ev, err := u.Events.Next()
+	u.stop()
+	return ev, err
+}
+
+// idleError turns the error of a call cut by the idle timer into a 504 that says so.
+func (u *upstream) idleError(e *adaptor.Error) *adaptor.Error {
+	if !u.idled.Load() {
+		return e
+	}
+	return &adaptor.Error{Status: 504, Type: adaptor.TypeTimeout, Code: "upstream_idle_timeout", Retryable: true,
+		Message: "upstream sent nothing for " + u.idle.String()}
+}
+
+func (u *upstream) Next() (*adaptor.Event, error) {
+	if u.held {
+		u.held = false
+		return u.first, u.firstErr
+	}
+	if u.idled.Load() {
+		return nil, u.idleError(nil)
+	}
+	u.arm()
+	ev, err := u.next()
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, u.idleError(adaptor.AsError(err))
+	}
+	return ev, err
+}
+
+func (u *upstream) Close() error {
+	u.stop()
+	err := u.Events.Close()
+	u.cancel()
 	return err
 }

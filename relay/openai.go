@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -19,32 +18,26 @@ import (
 
 // The OpenAI surface: POST /v1/chat/completions and GET /v1/models, drop-in for the official SDKs.
 
-var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// readBody reads the request body once, bounded by the configured limit (413 beyond it).
-func (s *Server) readBody(c *gin.Context) (*bytes.Buffer, *adaptor.Error) {
+// readBody reads the request body once, bounded by the configured limit (413 beyond it). The buffer is
+// the request's own, not pooled: the HTTP transport may still be reading a request body it sends
+// upstream after the round trip returned, and a reused buffer could leak into another request.
+func (s *Server) readBody(c *gin.Context) ([]byte, *adaptor.Error) {
 	limit := s.cfg.Server.MaxBodyBytes
 	if c.Request.ContentLength > limit {
 		return nil, tooLarge(limit)
 	}
-	buf := bodyPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	_, err := buf.ReadFrom(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
-	if err != nil {
-		putBody(buf)
+	var buf bytes.Buffer
+	if n := c.Request.ContentLength; n > 0 {
+		buf.Grow(int(n) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(http.MaxBytesReader(c.Writer, c.Request.Body, limit)); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return nil, tooLarge(limit)
 		}
 		return nil, adaptor.BadRequest("", "cannot read request body: "+err.Error())
 	}
-	return buf, nil
-}
-
-func putBody(b *bytes.Buffer) {
-	if b.Cap() <= 1<<20 {
-		bodyPool.Put(b)
-	}
+	return buf.Bytes(), nil
 }
 
 func tooLarge(limit int64) *adaptor.Error {
@@ -54,21 +47,20 @@ func tooLarge(limit int64) *adaptor.Error {
 
 func (s *Server) chatCompletions(c *gin.Context) {
 	key := c.MustGet(ctxKey).(*store.Key)
-	buf, aerr := s.readBody(c)
+	body, aerr := s.readBody(c)
 	if aerr != nil {
 		writeOpenAIError(c, aerr)
 		return
 	}
-	defer putBody(buf)
 	// The same endpoint serves the workflow surface (seed chat.api): its control fields divert it.
-	if f, isWorkflow, aerr := readWorkflowFields(buf.Bytes()); aerr != nil {
+	if f, isWorkflow, aerr := readWorkflowFields(body); aerr != nil {
 		writeOpenAIError(c, aerr)
 		return
 	} else if isWorkflow {
-		s.workflowChat(c, key, buf.Bytes(), f)
+		s.workflowChat(c, key, body, f)
 		return
 	}
-	req, aerr := ParseChatRequest(buf.Bytes())
+	req, aerr := ParseChatRequest(body)
 	if aerr != nil {
 		writeOpenAIError(c, aerr)
 		return

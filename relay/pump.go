@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -82,8 +83,8 @@ func (co *Core) Pump(events adaptor.Events, f Framer, w http.ResponseWriter, req
 		default:
 			s := adaptor.BytesString(ev.Choices)
 			content := gjson.Get(s, "0.delta.content").Str
-			if fr := gjson.Get(s, "0.finish_reason"); fr.Type == gjson.String && fr.Str != "" {
-				res.Finish = fr.Str
+			if fr := gjson.Get(s, "0.finish_reason"); fr.Type == gjson.String && fr.Str != "" && fr.Str != res.Finish {
+				res.Finish = strings.Clone(fr.Str) // the event's bytes are reused by the next Next
 			}
 			if len(answer)+len(content) <= co.maxAnswer {
 				answer = append(answer, content...)

@@ -3,6 +3,7 @@ package relay
 import (
 	"math/rand/v2"
 	"sort"
+	"time"
 
 	"relay/adaptor"
 )
@@ -13,6 +14,8 @@ type Channel struct {
 	Adaptor  adaptor.Adaptor
 	Priority int // higher is tried first
 	Weight   int // share inside a priority group
+	// IdleTimeout bounds the wait for a stream's first event and every gap between events.
+	IdleTimeout time.Duration
 }
 
 // Router maps client model names to the channels that serve them.

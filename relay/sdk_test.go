@@ -490,3 +490,52 @@ func TestBodyPassThrough(t *testing.T) {
 		t.Fatalf("upstream body\n got %s\nwant %s", hb, wb)
 	}
 }
+
+// An upstream that answers 200 and then an error as its first frame has failed before the first byte:
+// the next channel is tried, and with none left the client gets a clean HTTP error, not a 200.
+func TestStreamFirstFrameErrorFailsOver(t *testing.T) {
+	bad := openaitest.New(openaitest.Options{FirstFrameError: true})
+	defer bad.Close()
+	good := openaitest.New(openaitest.Options{Answer: "second channel"})
+	defer good.Close()
+	first := openaiChannel("bad", bad.BaseURL(), "m1")
+	first.Priority = 10
+	tr := newTestRelay(t, nil, first, openaiChannel("good", good.BaseURL(), "m1"))
+	client := tr.sdk()
+	acc := streamAll(t, client, userParams("m1", "hi"))
+	if acc.Choices[0].Message.Content != "second channel" || bad.Requests.Load() != 1 {
+		t.Fatalf("%q, bad tried %d", acc.Choices[0].Message.Content, bad.Requests.Load())
+	}
+
+	only := newTestRelay(t, nil, openaiChannel("bad", bad.BaseURL(), "m1"))
+	resp := only.post(only.Key, `{"model":"m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	if resp.StatusCode != 502 {
+		t.Fatalf("status %d, want 502", resp.StatusCode)
+	}
+	if e := errorBody(t, resp); !strings.Contains(e["message"].(string), "mock overloaded") {
+		t.Fatalf("error %v", e)
+	}
+}
+
+// A stream whose upstream falls silent longer than the channel's idle_timeout ends with a 504 error
+// event instead of hanging.
+func TestStreamIdleTimeout(t *testing.T) {
+	up := openaitest.New(openaitest.Options{Chunks: 4, ChunkDelay: 5 * time.Second})
+	defer up.Close()
+	ch := openaiChannel("slow", up.BaseURL(), "m1")
+	ch.IdleTimeout = 300 * time.Millisecond
+	tr := newTestRelay(t, nil, ch)
+	start := time.Now()
+	resp := tr.post(tr.Key, `{"model":"m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	frames := sseFrames(t, resp.Body)
+	resp.Body.Close()
+	if time.Since(start) > 3*time.Second {
+		t.Fatalf("took %v", time.Since(start))
+	}
+	if last := frames[len(frames)-1]; !strings.Contains(last, `"code":"upstream_idle_timeout"`) {
+		t.Fatalf("last frame %s", last)
+	}
+	if rows := tr.logs(); rows[0].Status != 504 {
+		t.Fatalf("log %+v", rows[0])
+	}
+}

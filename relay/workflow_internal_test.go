@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"relay/adaptor"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -26,8 +27,8 @@ func TestPrivateAddr(t *testing.T) {
 		"8.8.8.8":       false, "93.184.216.34": false, "172.32.0.1": false, "100.128.0.1": false, "2606:4700::1111": false,
 		"::ffff:8.8.8.8": false, "64:ff9b::808:808": false, "192.169.0.1": false,
 	} {
-		if got := privateAddr(netip.MustParseAddr(addr)); got != want {
-			t.Errorf("privateAddr(%s) = %v, want %v", addr, got, want)
+		if got := adaptor.PrivateAddr(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("adaptor.PrivateAddr(%s) = %v, want %v", addr, got, want)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -337,7 +338,7 @@ func (r *jobRunner) fill() time.Duration {
 func (r *jobRunner) run(j store.Job) {
 	defer r.wg.Done()
 	defer func() { r.runs.Add(-1); r.poke() }()
-	status, body, interrupted := r.s.runJob(r.ctx, j)
+	status, body, interrupted := r.runSafely(j)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if interrupted {
@@ -357,7 +358,7 @@ func (r *jobRunner) deliver(j store.Job) {
 	defer func() { r.sends.Add(-1); r.poke() }()
 	attempt := j.Attempts + 1
 	start := time.Now()
-	status, errText := r.post(r.ctx, j, attempt)
+	status, errText := r.postSafely(j, attempt)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if r.ctx.Err() != nil && (status < 200 || status > 299) {
@@ -420,4 +421,27 @@ func (r *jobRunner) stop(ctx context.Context) {
 		}
 	}
 	r.cancel()
+}
+
+// runSafely runs a job; a panic (the handlers' recovery does not cover these goroutines) finishes the job
+// as a 500 instead of killing the process, which would then crash again on the resumed job.
+func (r *jobRunner) runSafely(j store.Job) (status int, body []byte, interrupted bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("jobs: panic running a job", "task_id", j.ID, "panic", p, "stack", string(debug.Stack()))
+			status, body, interrupted = 500, appendOpenAIError(nil, adaptor.NewError(500, adaptor.TypeServer, "internal_error", "internal error")), false
+		}
+	}()
+	return r.s.runJob(r.ctx, j)
+}
+
+// postSafely delivers a callback; a panic counts as a failed attempt.
+func (r *jobRunner) postSafely(j store.Job, attempt int) (status int, errText string) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("jobs: panic delivering a callback", "task_id", j.ID, "panic", p, "stack", string(debug.Stack()))
+			status, errText = 0, "internal error"
+		}
+	}()
+	return r.post(r.ctx, j, attempt)
 }

@@ -33,7 +33,7 @@ var rpcStatus = map[string]int{
 	"ALREADY_EXISTS":      409,
 	"ABORTED":             409,
 	"RESOURCE_EXHAUSTED":  429,
-	"CANCELLED":           499,
+	"CANCELLED":           502, // the upstream gave up; 499 is kept for our own client leaving
 	"UNKNOWN":             500,
 	"INTERNAL":            500,
 	"DATA_LOSS":           500,

@@ -34,8 +34,10 @@ type Options struct {
 	ChunkDelay time.Duration
 	// CloseAfter > 0 closes the stream after that many chunks, without [DONE].
 	CloseAfter int
-	// ErrorAfter > 0 sends an error frame after that many chunks.
-	ErrorAfter int
+	// ErrorAfter > 0 sends an error frame after that many chunks; FirstFrameError sends it as the first
+	// frame (after a 200, as some upstreams report overload).
+	ErrorAfter      int
+	FirstFrameError bool
 	// NoUsage leaves usage out (the relay must estimate).
 	NoUsage bool
 	// NoRole leaves the role out of the first chunk (the relay must add it).
@@ -173,6 +175,10 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	chunk := func(delta map[string]any, finish any) map[string]any {
 		return map[string]any{"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1731000000, "model": model,
 			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}}}
+	}
+	if s.opts.FirstFrameError {
+		send(map[string]any{"error": map[string]any{"message": "mock overloaded", "type": "server_error", "code": "mock_overloaded"}})
+		return
 	}
 	parts := pieces(s.opts.Answer, s.opts.Chunks)
 	for i, p := range parts {
