@@ -5,7 +5,7 @@ CONFIG  ?= config.yaml
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: run build test vet fmt-check bench-smoke bench ci clean
+.PHONY: run build test vet fmt-check bench-smoke bench bench-quick ci clean
 
 # Build and start the relay on 127.0.0.1:8080 with config.yaml (demo upstream on, SQLite under ./data).
 run: build
@@ -29,6 +29,14 @@ fmt-check:
 # Benchmarks in a short mode so they cannot rot (CI); `make bench` runs the full harness.
 bench-smoke:
 	$(GO) test -run '^$$' -bench . -benchtime=100x ./...
+
+# Relay vs direct vs a bare reverse proxy, all on loopback: writes bench/results/<date>.md.
+bench:
+	$(GO) run ./cmd/relaybench $(BENCH_FLAGS)
+
+# The same harness in a small configuration (under a minute once bin/relay exists).
+bench-quick: build
+	$(GO) run ./cmd/relaybench -quick -relay-bin $(BIN) -out ""
 
 ci: fmt-check vet test bench-smoke
 
