@@ -199,6 +199,12 @@ func (u *upstream) Next() (*adaptor.Event, error) {
 	return ev, err
 }
 
+// Pending reports whether the upstream has already sent (part of) the next event.
+func (u *upstream) Pending() bool {
+	p, ok := u.Events.(adaptor.Pender)
+	return ok && p.Pending()
+}
+
 func (u *upstream) Close() error {
 	u.stop()
 	err := u.Events.Close()

@@ -54,6 +54,9 @@ func (r *PumpResult) Release() {
 // and the caller closes the events, which cancels the upstream. start is the request's start time.
 func (co *Core) Pump(events adaptor.Events, f Framer, w http.ResponseWriter, req *adaptor.Request, start time.Time) PumpResult {
 	flusher, _ := w.(http.Flusher)
+	// When the upstream already sent the next event, its chunk is written before flushing: one write
+	// syscall per burst instead of one per chunk, with no added latency.
+	pending, _ := events.(adaptor.Pender)
 	res := PumpResult{Answer: answerPool.Get().(*[]byte)}
 	answer := (*res.Answer)[:0]
 	defer func() { *res.Answer = answer }()
@@ -100,7 +103,9 @@ func (co *Core) Pump(events adaptor.Events, f Framer, w http.ResponseWriter, req
 			res.Err = clientGone()
 			return res
 		}
-		flush(flusher)
+		if pending == nil || !pending.Pending() {
+			flush(flusher)
+		}
 	}
 	if !res.Usage.Valid() {
 		// Estimated from the kept answer; a truncated answer still gives a lower bound.
