@@ -120,8 +120,12 @@ type ChannelConfig struct {
 	// IdleTimeout bounds a stream's wait for its first event and each gap between events (default 2m;
 	// negative: none). Timeout bounds the whole call (default: none).
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
-	Priority    int           `mapstructure:"priority"`
-	Weight      int           `mapstructure:"weight"`
+	// BreakerThreshold consecutive failures open the channel's circuit for BreakerCooldown (defaults 5
+	// and 30s); it is then probed one request at a time.
+	BreakerThreshold int           `mapstructure:"breaker_threshold"`
+	BreakerCooldown  time.Duration `mapstructure:"breaker_cooldown"`
+	Priority         int           `mapstructure:"priority"`
+	Weight           int           `mapstructure:"weight"`
 }
 
 // DefaultIdleTimeout is a channel's idle_timeout when config.yaml gives none.
@@ -340,7 +344,8 @@ func (c *Config) BuildChannels(kinds map[string]adaptor.Adaptor) ([]*Channel, er
 		if idle == 0 {
 			idle = DefaultIdleTimeout
 		}
-		out = append(out, &Channel{Channel: ch, Adaptor: a, Priority: cc.Priority, Weight: weight, IdleTimeout: idle})
+		out = append(out, &Channel{Channel: ch, Adaptor: a, Priority: cc.Priority, Weight: weight, IdleTimeout: idle,
+			breaker: newBreaker(cc.BreakerThreshold, cc.BreakerCooldown)})
 	}
 	return out, nil
 }

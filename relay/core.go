@@ -35,6 +35,9 @@ type Call struct {
 	Usage    adaptor.Usage
 	Err      *adaptor.Error
 	Attempts int
+
+	ch          *Channel  // the channel of the attempt in progress or that answered
+	attemptFrom time.Time // when that attempt started
 }
 
 // NewCall starts the accounting for a request.
@@ -45,15 +48,20 @@ func NewCall(id string, keyID int64, surface string, req *adaptor.Request) *Call
 // Complete runs a non-streaming request, trying the next channel on a retryable failure.
 func (co *Core) Complete(ctx context.Context, call *Call) (*adaptor.Completion, *adaptor.Error) {
 	var last *adaptor.Error
-	for _, ch := range co.router.Candidates(call.Req.Model) {
-		co.use(call, ch)
+	cands := co.router.Candidates(call.Req.Model)
+	for i, ch := range cands {
+		if !co.use(call, ch, i == len(cands)-1) {
+			continue
+		}
 		cctx, cancel := adaptor.WithTimeout(ctx, ch.Channel)
 		comp, err := ch.Adaptor.Complete(cctx, ch.Channel, call.Req)
 		cancel()
 		if err == nil {
+			co.attemptOK(call)
 			return comp, nil
 		}
 		last = adaptor.AsError(err)
+		co.attemptFailed(call, last)
 		if !co.retry(ctx, call, last) {
 			break
 		}
@@ -70,8 +78,11 @@ func (co *Core) Complete(ctx context.Context, call *Call) (*adaptor.Completion, 
 // (first event held) must be closed.
 func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adaptor.Error) {
 	var last *adaptor.Error
-	for _, ch := range co.router.Candidates(call.Req.Model) {
-		co.use(call, ch)
+	cands := co.router.Candidates(call.Req.Model)
+	for i, ch := range cands {
+		if !co.use(call, ch, i == len(cands)-1) {
+			continue
+		}
 		cctx, cancel := adaptor.WithTimeout(ctx, ch.Channel)
 		up := &upstream{cancel: cancel, idle: ch.IdleTimeout}
 		up.arm()
@@ -81,6 +92,7 @@ func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adapto
 			first, ferr := up.next()
 			if ferr == nil || errors.Is(ferr, io.EOF) {
 				up.first, up.firstErr, up.held = first, ferr, true
+				co.attemptOK(call)
 				return up, nil
 			}
 			ev.Close()
@@ -89,6 +101,7 @@ func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adapto
 		up.stop()
 		cancel()
 		last = up.idleError(adaptor.AsError(err))
+		co.attemptFailed(call, last)
 		if !co.retry(ctx, call, last) {
 			break
 		}
@@ -99,10 +112,36 @@ func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adapto
 	return nil, last
 }
 
-func (co *Core) use(call *Call, ch *Channel) {
+// use starts an attempt on ch, unless its circuit is open and other candidates remain (the last
+// candidate is tried regardless: better a probe than no answer).
+func (co *Core) use(call *Call, ch *Channel, last bool) bool {
+	if !ch.breaker.allow(time.Now()) && !last {
+		return false
+	}
 	call.Attempts++
 	call.Channel = ch.Name
 	call.Req.UpstreamModel = ch.UpstreamModel(call.Req.Model)
+	call.ch, call.attemptFrom = ch, time.Now()
+	ch.breaker.inflight.Add(1)
+	return true
+}
+
+// attemptOK records that the channel answered (for a stream: its first event arrived).
+func (co *Core) attemptOK(call *Call) {
+	call.ch.breaker.success(time.Since(call.attemptFrom))
+}
+
+// attemptFailed records a failed attempt: failures that say the channel is unwell count toward its
+// breaker; the client's own errors and cancels do not.
+func (co *Core) attemptFailed(call *Call, e *adaptor.Error) {
+	b := call.ch.breaker
+	b.inflight.Add(-1)
+	if e.Retryable && e.Status != 499 {
+		b.failure(time.Now())
+	} else {
+		b.release()
+	}
+	call.ch = nil
 }
 
 // retry reports whether a failed attempt may move on to the next channel.
@@ -114,8 +153,16 @@ func (co *Core) retry(ctx context.Context, call *Call, e *adaptor.Error) bool {
 	return true
 }
 
-// Finish logs the call's row through the store's async writer.
+// Finish logs the call's row through the store's async writer, and counts a stream that broke after
+// its first byte against its channel.
 func (co *Core) Finish(call *Call) {
+	if call.ch != nil {
+		call.ch.breaker.inflight.Add(-1)
+		if e := call.Err; e != nil && e.Retryable && e.Status != 499 {
+			call.ch.breaker.failure(time.Now())
+		}
+		call.ch = nil
+	}
 	row := store.LogRow{
 		Time: call.Start, RequestID: call.ID, KeyID: call.KeyID, Surface: call.Surface,
 		Model: call.Req.Model, UpstreamModel: call.Req.UpstreamModel, Channel: call.Channel, Stream: call.Req.Stream,

@@ -16,6 +16,8 @@ type Channel struct {
 	Weight   int // share inside a priority group
 	// IdleTimeout bounds the wait for a stream's first event and every gap between events.
 	IdleTimeout time.Duration
+
+	breaker *breaker
 }
 
 // Router maps client model names to the channels that serve them.
@@ -28,6 +30,9 @@ type Router struct {
 func NewRouter(channels []*Channel) *Router {
 	r := &Router{byModel: map[string][]*Channel{}}
 	for _, ch := range channels {
+		if ch.breaker == nil {
+			ch.breaker = newBreaker(0, 0)
+		}
 		for _, m := range ch.Models {
 			if _, seen := r.byModel[m]; !seen {
 				r.models = append(r.models, m)
@@ -63,6 +68,32 @@ func (r *Router) Candidates(model string) []*Channel {
 		}
 		out = appendWeighted(out, list[start:end])
 		start = end
+	}
+	// Tripped channels go last: tried only when every healthy one failed.
+	now := time.Now()
+	healthy := out[:0:0]
+	var tripped []*Channel
+	for _, ch := range out {
+		if ch.breaker.healthy(now) {
+			healthy = append(healthy, ch)
+		} else {
+			tripped = append(tripped, ch)
+		}
+	}
+	return append(healthy, tripped...)
+}
+
+// Channels lists every channel once, in configuration order of first appearance.
+func (r *Router) Channels() []*Channel {
+	seen := map[*Channel]bool{}
+	var out []*Channel
+	for _, m := range r.models {
+		for _, ch := range r.byModel[m] {
+			if !seen[ch] {
+				seen[ch] = true
+				out = append(out, ch)
+			}
+		}
 	}
 	return out
 }

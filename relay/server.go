@@ -65,12 +65,14 @@ func NewServer(cfg *Config, st store.Store, channels []*Channel, log *slog.Logge
 		writeOpenAIError(c, adaptor.NewError(405, adaptor.TypeInvalidRequest, "method_not_allowed", "Method "+c.Request.Method+" is not allowed here"))
 	})
 	e.GET("/healthz", func(c *gin.Context) { c.Data(200, "application/json", []byte(`{"status":"ok"}`)) })
+	e.GET("/readyz", s.readyz)
 	v1 := e.Group("/v1", s.track(), s.auth())
 	v1.POST("/chat/completions", s.chatCompletions) // workflow fields divert to the workflow surface
 	v1.GET("/chat/tasks/:id", s.getTask)
 	e.GET("/v1/chat/getauth", s.track(), s.getAuth) // answers in the seed's {code,msg} shape, so no auth middleware
 	v1.GET("/models", s.listModels)
 	v1.GET("/models/:model", s.getModel)
+	v1.GET("/relay/channels", s.listChannels)
 	s.engine = e
 	s.runner.start()
 	return s

@@ -43,6 +43,7 @@ type Key struct {
 	Prefix    string // the first characters of the secret, to tell keys apart in listings
 	Hash      string
 	Models    []string // models the key may use; empty means all
+	Admin     bool     // may read operational endpoints
 	CreatedAt time.Time
 	RevokedAt time.Time // zero while the key is active
 }
@@ -82,6 +83,8 @@ type Logs interface {
 
 // Store is everything the relay keeps.
 type Store interface {
+	// CheckWritable proves the database accepts a write now (readiness probes).
+	CheckWritable(ctx context.Context) error
 	Keys
 	Logs
 	Jobs

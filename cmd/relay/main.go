@@ -38,7 +38,7 @@ const usage = `usage: relay [-config FILE] <command> [args]
 
 commands:
   serve                          start the relay (the default)
-  keys create --name NAME [--models a,b]   create a relay key and print it once
+  keys create --name NAME [--models a,b] [--admin]   create a relay key and print it once
   keys list                      list keys (never their secrets)
   keys revoke NAME|ID            revoke a key
   migrate                        apply database migrations
@@ -160,6 +160,7 @@ func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) 
 		fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
 		name := fs.String("name", "", "key name (required)")
 		models := fs.String("models", "", "comma-separated models the key may use (default: all)")
+		admin := fs.Bool("admin", false, "the key may also read operational endpoints (GET /v1/relay/channels)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -170,7 +171,7 @@ func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) 
 		if err != nil {
 			return err
 		}
-		k := store.Key{Name: *name, Prefix: secret[:12], Hash: relay.HashKey(secret)}
+		k := store.Key{Name: *name, Prefix: secret[:12], Hash: relay.HashKey(secret), Admin: *admin}
 		if *models != "" {
 			for _, m := range strings.Split(*models, ",") {
 				if m = strings.TrimSpace(m); m != "" {
@@ -189,7 +190,7 @@ func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) 
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tMODELS\tCREATED\tSTATUS")
+		fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tMODELS\tADMIN\tCREATED\tSTATUS")
 		for _, k := range list {
 			status := "active"
 			if !k.Active() {
@@ -199,7 +200,7 @@ func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) 
 			if models == "" {
 				models = "*"
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s…\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, models, k.CreatedAt.UTC().Format(time.RFC3339), status)
+			fmt.Fprintf(tw, "%d\t%s\t%s…\t%s\t%v\t%s\t%s\n", k.ID, k.Name, k.Prefix, models, k.Admin, k.CreatedAt.UTC().Format(time.RFC3339), status)
 		}
 		return tw.Flush()
 	case "revoke":

@@ -183,6 +183,12 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
+// CheckWritable writes the readiness row: it fails when the database cannot take a write now.
+func (s *Store) CheckWritable(ctx context.Context) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO readiness(id, at) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET at = excluded.at`, time.Now().UnixMilli())
+	return err
+}
+
 // Stats reports the writer's counters.
 func (s *Store) Stats() store.WriterStats { return s.w.stats() }
 
@@ -193,8 +199,8 @@ func (s *Store) CreateKey(ctx context.Context, k store.Key) (store.Key, error) {
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = time.Now()
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO keys(name, prefix, hash, models, created_at) VALUES (?, ?, ?, ?, ?)`,
-		k.Name, k.Prefix, k.Hash, strings.Join(k.Models, ","), k.CreatedAt.Unix())
+	res, err := s.db.ExecContext(ctx, `INSERT INTO keys(name, prefix, hash, models, admin, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		k.Name, k.Prefix, k.Hash, strings.Join(k.Models, ","), k.Admin, k.CreatedAt.Unix())
 	if err != nil {
 		return k, fmt.Errorf("store: create key: %w", err)
 	}
@@ -202,13 +208,13 @@ func (s *Store) CreateKey(ctx context.Context, k store.Key) (store.Key, error) {
 	return k, nil
 }
 
-const keyColumns = `id, name, prefix, hash, models, created_at, revoked_at`
+const keyColumns = `id, name, prefix, hash, models, admin, created_at, revoked_at`
 
 func scanKey(row interface{ Scan(...any) error }) (store.Key, error) {
 	var k store.Key
 	var models string
 	var created, revoked int64
-	if err := row.Scan(&k.ID, &k.Name, &k.Prefix, &k.Hash, &models, &created, &revoked); err != nil {
+	if err := row.Scan(&k.ID, &k.Name, &k.Prefix, &k.Hash, &models, &k.Admin, &created, &revoked); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return k, store.ErrNotFound
 		}

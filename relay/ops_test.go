@@ -1,0 +1,100 @@
+package relay_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"relay/adaptor/openai/openaitest"
+	"relay/relay"
+	"relay/store"
+)
+
+func getJSON(t *testing.T, url, key string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("%s: %s", url, b)
+	}
+	return resp.StatusCode, v
+}
+
+// A channel that keeps failing is tripped and skipped (no more requests reach it); the admin endpoint
+// shows it open; readiness holds while another channel serves the model, and fails when none can.
+func TestBreakerTripsSkipsAndReports(t *testing.T) {
+	bad := openaitest.New(openaitest.Options{Status: 503})
+	defer bad.Close()
+	good := openaitest.New(openaitest.Options{Answer: "ok"})
+	defer good.Close()
+	first := openaiChannel("bad", bad.BaseURL(), "m1")
+	first.Priority, first.BreakerThreshold, first.BreakerCooldown = 10, 2, time.Hour
+	tr := newTestRelay(t, nil, first, openaiChannel("good", good.BaseURL(), "m1"))
+	for i := 0; i < 6; i++ {
+		resp := tr.post(tr.Key, `{"model":"m1","messages":[{"role":"user","content":"hi"}]}`)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+	}
+	if n := bad.Requests.Load(); n != 2 {
+		t.Fatalf("tripped channel got %d requests, want 2", n)
+	}
+	admin := "sk-relay-admin-test"
+	if _, err := tr.Store.CreateKey(context.Background(), store.Key{Name: "ops", Prefix: "sk-relay-adm", Hash: relay.HashKey(admin), Admin: true}); err != nil {
+		t.Fatal(err)
+	}
+	base := strings.TrimSuffix(tr.URL, "/v1")
+	if code, _ := getJSON(t, tr.URL+"/relay/channels", tr.Key); code != 403 {
+		t.Fatalf("non-admin got %d", code)
+	}
+	code, v := getJSON(t, tr.URL+"/relay/channels", admin)
+	if code != 200 {
+		t.Fatalf("admin got %d %v", code, v)
+	}
+	chans := v["data"].([]any)
+	byName := map[string]map[string]any{}
+	for _, c := range chans {
+		m := c.(map[string]any)
+		byName[m["name"].(string)] = m
+	}
+	if b := byName["bad"]; b["state"] != "open" || b["failures"].(float64) != 2 || b["open_until"] == nil || b["error_rate"].(float64) <= 0 {
+		t.Fatalf("bad channel %v", b)
+	}
+	if g := byName["good"]; g["state"] != "closed" || g["requests"].(float64) != 6 || g["in_flight"].(float64) != 0 {
+		t.Fatalf("good channel %v", g)
+	}
+	if strings.Contains(toJSON(v), "sk-upstream-secret") {
+		t.Fatal("channel listing leaks a key")
+	}
+	if code, v := getJSON(t, base+"/readyz", ""); code != 200 || v["status"] != "ready" {
+		t.Fatalf("readyz %d %v", code, v)
+	}
+
+	// Only the failing channel serves m2: once it trips, readiness says so.
+	only := openaiChannel("bad2", bad.BaseURL(), "m2")
+	only.BreakerThreshold, only.BreakerCooldown = 1, time.Hour
+	tr2 := newTestRelay(t, nil, only)
+	resp := tr2.post(tr2.Key, `{"model":"m2","messages":[{"role":"user","content":"hi"}]}`)
+	resp.Body.Close()
+	code, v = getJSON(t, strings.TrimSuffix(tr2.URL, "/v1")+"/readyz", "")
+	if code != 503 || !strings.Contains(toJSON(v), "m2") {
+		t.Fatalf("readyz with a tripped model: %d %v", code, v)
+	}
+}
+
+func toJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
