@@ -20,6 +20,7 @@ type Core struct {
 	log    *slog.Logger
 	// maxAnswer caps the answer bytes a stream keeps for accounting.
 	maxAnswer int
+	metrics   *metrics // nil: none (metrics.go)
 }
 
 // Call is the accounting of one request, filled in as it goes and logged when it ends.
@@ -141,6 +142,7 @@ func (co *Core) attemptFailed(call *Call, e *adaptor.Error) {
 	} else {
 		b.release()
 	}
+	co.metrics.attemptFailed(call.ch.Name, e.Status)
 	call.ch = nil
 }
 
@@ -175,6 +177,7 @@ func (co *Core) Finish(call *Call) {
 		row.Error = errStatusText(call.Err)
 		row.Status = call.Err.Status
 	}
+	co.metrics.finish(call, row.Status, row.Latency)
 	co.store.Log(row)
 }
 

@@ -51,7 +51,8 @@ func writeOpenAIError(c *gin.Context, e *adaptor.Error) {
 			c.Header("Retry-After", "1")
 		}
 	}
-	if !e.Retryable && status >= 500 {
+	// Tell SDKs not to retry what retrying cannot fix (an exhausted quota, a permanent upstream error).
+	if !e.Retryable && (status >= 500 || status == 429) {
 		c.Header("X-Should-Retry", "false")
 	}
 	c.Data(status, "application/json", appendOpenAIError(nil, e))

@@ -76,6 +76,20 @@ func (s *Server) chatCompletions(c *gin.Context) {
 // or stream (framing writes the chunks). The OpenAI and workflow surfaces share it.
 func (s *Server) serveChat(c *gin.Context, co *Core, call *Call,
 	body func(*adaptor.Completion, *adaptor.Request) []byte, framing func(io.Writer, *adaptor.Request) Framer) {
+	key := c.MustGet(ctxKey).(*store.Key)
+	adm, aerr := s.limits.admit(key, call.Req)
+	if aerr != nil {
+		call.Err, call.Status = aerr, aerr.Status
+		co.Finish(call)
+		writeOpenAIError(c, aerr)
+		return
+	}
+	defer func() {
+		adm.done(call.Usage)
+		if key.QuotaTokens > 0 {
+			s.store.AddKeyUsage(key.ID, int64(call.Usage.TotalTokens))
+		}
+	}()
 	defer co.Finish(call)
 	req, ctx := call.Req, c.Request.Context()
 	if !req.Stream {

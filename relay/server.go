@@ -24,6 +24,7 @@ type Server struct {
 	store   store.Store
 	core    *Core
 	keys    *keyCache
+	limits  *limiter
 	engine  *gin.Engine
 	started time.Time
 
@@ -46,10 +47,12 @@ func NewServer(cfg *Config, st store.Store, channels []*Channel, log *slog.Logge
 	}
 	s := &Server{
 		cfg: cfg, log: log, store: st, started: time.Now(),
-		core: &Core{router: NewRouter(channels), store: st, log: log, maxAnswer: cfg.Server.MaxAnswerBytes},
-		keys: &keyCache{store: st, ttl: cfg.Auth.KeyCacheTTL, m: map[string]cachedKey{}},
+		core:   &Core{router: NewRouter(channels), store: st, log: log, maxAnswer: cfg.Server.MaxAnswerBytes},
+		keys:   &keyCache{store: st, ttl: cfg.Auth.KeyCacheTTL, m: map[string]cachedKey{}},
+		limits: newLimiter(),
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	s.core.metrics = newMetrics(s.core.router, channels, st)
 	s.workflows = buildWorkflows(cfg, channels, log)
 	s.runner = newJobRunner(s)
 	e := gin.New()
@@ -66,6 +69,7 @@ func NewServer(cfg *Config, st store.Store, channels []*Channel, log *slog.Logge
 	})
 	e.GET("/healthz", func(c *gin.Context) { c.Data(200, "application/json", []byte(`{"status":"ok"}`)) })
 	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", gin.WrapH(s.core.metrics.handler())) // no relay key: names and statuses only, no secrets
 	v1 := e.Group("/v1", s.track(), s.auth())
 	v1.POST("/chat/completions", s.chatCompletions) // workflow fields divert to the workflow surface
 	v1.GET("/chat/tasks/:id", s.getTask)

@@ -38,14 +38,18 @@ type Usage struct {
 
 // Key is a relay API key. Only its SHA-256 hash is stored; the secret is shown once at creation.
 type Key struct {
-	ID        int64
-	Name      string
-	Prefix    string // the first characters of the secret, to tell keys apart in listings
-	Hash      string
-	Models    []string // models the key may use; empty means all
-	Admin     bool     // may read operational endpoints
-	CreatedAt time.Time
-	RevokedAt time.Time // zero while the key is active
+	ID     int64
+	Name   string
+	Prefix string // the first characters of the secret, to tell keys apart in listings
+	Hash   string
+	Models []string // models the key may use; empty means all
+	Admin  bool     // may read operational endpoints
+	// Limits (0: none): requests and tokens per minute, concurrent streams, and a token quota of which
+	// UsedTokens are spent.
+	RPM, TPM, MaxStreams    int
+	QuotaTokens, UsedTokens int64
+	CreatedAt               time.Time
+	RevokedAt               time.Time // zero while the key is active
 }
 
 // Active reports whether the key has not been revoked.
@@ -71,6 +75,8 @@ type Keys interface {
 	// RevokeKey revokes the active key with this name (or numeric id).
 	RevokeKey(ctx context.Context, nameOrID string) error
 	KeyByHash(ctx context.Context, hash string) (Key, error)
+	// AddKeyUsage adds spent tokens to a key's quota account through the async writer.
+	AddKeyUsage(keyID int64, tokens int64)
 }
 
 // Logs reads and writes request log rows. Log enqueues and returns at once; rows reach the database in

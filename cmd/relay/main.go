@@ -38,7 +38,8 @@ const usage = `usage: relay [-config FILE] <command> [args]
 
 commands:
   serve                          start the relay (the default)
-  keys create --name NAME [--models a,b] [--admin]   create a relay key and print it once
+  keys create --name NAME [--models a,b] [--admin] [--rpm N] [--tpm N] [--max-streams N] [--quota TOKENS]
+                                 create a relay key and print it once
   keys list                      list keys (never their secrets)
   keys revoke NAME|ID            revoke a key
   migrate                        apply database migrations
@@ -161,6 +162,10 @@ func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) 
 		name := fs.String("name", "", "key name (required)")
 		models := fs.String("models", "", "comma-separated models the key may use (default: all)")
 		admin := fs.Bool("admin", false, "the key may also read operational endpoints (GET /v1/relay/channels)")
+		rpm := fs.Int("rpm", 0, "requests per minute (0: no limit)")
+		tpm := fs.Int("tpm", 0, "tokens per minute (0: no limit)")
+		streams := fs.Int("max-streams", 0, "concurrent streams (0: no limit)")
+		quota := fs.Int64("quota", 0, "total tokens the key may spend (0: no limit)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -171,7 +176,11 @@ func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) 
 		if err != nil {
 			return err
 		}
-		k := store.Key{Name: *name, Prefix: secret[:12], Hash: relay.HashKey(secret), Admin: *admin}
+		if *rpm < 0 || *tpm < 0 || *streams < 0 || *quota < 0 {
+			return errors.New("keys create: limits must not be negative")
+		}
+		k := store.Key{Name: *name, Prefix: secret[:12], Hash: relay.HashKey(secret), Admin: *admin,
+			RPM: *rpm, TPM: *tpm, MaxStreams: *streams, QuotaTokens: *quota}
 		if *models != "" {
 			for _, m := range strings.Split(*models, ",") {
 				if m = strings.TrimSpace(m); m != "" {
@@ -190,7 +199,7 @@ func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) 
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tMODELS\tADMIN\tCREATED\tSTATUS")
+		fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tMODELS\tADMIN\tLIMITS\tUSED\tCREATED\tSTATUS")
 		for _, k := range list {
 			status := "active"
 			if !k.Active() {
@@ -200,7 +209,9 @@ func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) 
 			if models == "" {
 				models = "*"
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s…\t%s\t%v\t%s\t%s\n", k.ID, k.Name, k.Prefix, models, k.Admin, k.CreatedAt.UTC().Format(time.RFC3339), status)
+			limits := fmt.Sprintf("rpm=%d tpm=%d streams=%d quota=%d", k.RPM, k.TPM, k.MaxStreams, k.QuotaTokens)
+			fmt.Fprintf(tw, "%d\t%s\t%s…\t%s\t%v\t%s\t%d\t%s\t%s\n", k.ID, k.Name, k.Prefix, models, k.Admin, limits, k.UsedTokens,
+				k.CreatedAt.UTC().Format(time.RFC3339), status)
 		}
 		return tw.Flush()
 	case "revoke":

@@ -199,8 +199,9 @@ func (s *Store) CreateKey(ctx context.Context, k store.Key) (store.Key, error) {
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = time.Now()
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO keys(name, prefix, hash, models, admin, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		k.Name, k.Prefix, k.Hash, strings.Join(k.Models, ","), k.Admin, k.CreatedAt.Unix())
+	res, err := s.db.ExecContext(ctx, `INSERT INTO keys(name, prefix, hash, models, admin, rpm, tpm, max_streams, quota_tokens, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		k.Name, k.Prefix, k.Hash, strings.Join(k.Models, ","), k.Admin, k.RPM, k.TPM, k.MaxStreams, k.QuotaTokens, k.CreatedAt.Unix())
 	if err != nil {
 		return k, fmt.Errorf("store: create key: %w", err)
 	}
@@ -208,13 +209,13 @@ func (s *Store) CreateKey(ctx context.Context, k store.Key) (store.Key, error) {
 	return k, nil
 }
 
-const keyColumns = `id, name, prefix, hash, models, admin, created_at, revoked_at`
+const keyColumns = `id, name, prefix, hash, models, admin, rpm, tpm, max_streams, quota_tokens, used_tokens, created_at, revoked_at`
 
 func scanKey(row interface{ Scan(...any) error }) (store.Key, error) {
 	var k store.Key
 	var models string
 	var created, revoked int64
-	if err := row.Scan(&k.ID, &k.Name, &k.Prefix, &k.Hash, &models, &k.Admin, &created, &revoked); err != nil {
+	if err := row.Scan(&k.ID, &k.Name, &k.Prefix, &k.Hash, &models, &k.Admin, &k.RPM, &k.TPM, &k.MaxStreams, &k.QuotaTokens, &k.UsedTokens, &created, &revoked); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return k, store.ErrNotFound
 		}
@@ -275,6 +276,13 @@ func (s *Store) RevokeKey(ctx context.Context, nameOrID string) error {
 // KeyByHash finds a key (active or revoked) by the hash of its secret.
 func (s *Store) KeyByHash(ctx context.Context, hash string) (store.Key, error) {
 	return scanKey(s.db.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM keys WHERE hash = ?`, hash))
+}
+
+// AddKeyUsage queues tokens spent by a key for its quota account.
+func (s *Store) AddKeyUsage(keyID int64, tokens int64) {
+	if tokens > 0 {
+		s.w.enqueue(usageOp{keyID: keyID, tokens: tokens})
+	}
 }
 
 // --- logs ---

@@ -232,3 +232,13 @@ func (l logOp) args() []any {
 		l.Latency.Microseconds(), l.TTFB.Microseconds(), l.Usage.PromptTokens, l.Usage.CompletionTokens, l.Usage.TotalTokens,
 		l.Usage.Estimated, l.Error}
 }
+
+// usageOp adds spent tokens to a key's account.
+type usageOp struct {
+	keyID  int64
+	tokens int64
+}
+
+func (u usageOp) stmt() string  { return `UPDATE keys SET used_tokens = used_tokens + ? WHERE id = ?` }
+func (u usageOp) tuple() string { return "" }
+func (u usageOp) args() []any   { return []any{u.tokens, u.keyID} }

@@ -1,0 +1,6 @@
+-- Per-key limits (0 = none) and the tokens a key has used against its quota.
+ALTER TABLE keys ADD COLUMN rpm INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE keys ADD COLUMN tpm INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE keys ADD COLUMN max_streams INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE keys ADD COLUMN quota_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE keys ADD COLUMN used_tokens INTEGER NOT NULL DEFAULT 0;
