@@ -15,7 +15,8 @@ import (
 // Core is where every surface's request converges: route to a channel, dispatch with failover before the
 // first byte, and account for the result in one log row.
 type Core struct {
-	router *Router
+	// router is swapped whole on a config reload; a request keeps the channels it picked.
+	router atomic.Pointer[Router]
 	store  store.Store
 	log    *slog.Logger
 	// maxAnswer caps the answer bytes a stream keeps for accounting.
@@ -49,7 +50,7 @@ func NewCall(id string, keyID int64, surface string, req *adaptor.Request) *Call
 // Complete runs a non-streaming request, trying the next channel on a retryable failure.
 func (co *Core) Complete(ctx context.Context, call *Call) (*adaptor.Completion, *adaptor.Error) {
 	var last *adaptor.Error
-	cands := co.router.Candidates(call.Req.Model)
+	cands := co.router.Load().Candidates(call.Req.Model)
 	for i, ch := range cands {
 		if !co.use(call, ch, i == len(cands)-1) {
 			continue
@@ -79,7 +80,7 @@ func (co *Core) Complete(ctx context.Context, call *Call) (*adaptor.Completion, 
 // (first event held) must be closed.
 func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adaptor.Error) {
 	var last *adaptor.Error
-	cands := co.router.Candidates(call.Req.Model)
+	cands := co.router.Load().Candidates(call.Req.Model)
 	for i, ch := range cands {
 		if !co.use(call, ch, i == len(cands)-1) {
 			continue

@@ -31,7 +31,8 @@ const otherModel = "other"
 
 type metrics struct {
 	reg    *prometheus.Registry
-	served map[string]bool // models the router serves; read-only after construction
+	chans  *channelCollector
+	served atomic.Pointer[map[string]bool] // models the router serves; replaced on reload
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -70,10 +71,8 @@ type failKey struct {
 // newMetrics registers the relay's metrics for the router's channels (and any other channel in
 // channels, such as one only a workflow uses) and the store's writer.
 func newMetrics(router *Router, channels []*Channel, st store.Store) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry(), served: map[string]bool{}}
-	for _, model := range router.Models() {
-		m.served[model] = true
-	}
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.setServed(router)
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "relay_requests_total",
 		Help: "Requests accounted (one per request log row), by surface, model, channel and final HTTP status.",
@@ -97,6 +96,31 @@ func newMetrics(router *Router, channels []*Channel, st store.Store) *metrics {
 		Help: "Upstream attempts that failed before the first byte, by channel and status; a retryable one moves on to the next channel.",
 	}, []string{"channel", "status"})
 
+	m.chans = newChannelCollector()
+	m.setChannels(router, channels)
+	m.reg.MustRegister(m.requests, m.latency, m.ttfb, m.tokens, m.failed,
+		m.chans, newStoreCollector(st),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// setServed records the models the router serves (model label values beyond them become "other").
+func (m *metrics) setServed(router *Router) {
+	if m == nil {
+		return
+	}
+	served := map[string]bool{}
+	for _, model := range router.Models() {
+		served[model] = true
+	}
+	m.served.Store(&served)
+}
+
+// setChannels records the channels whose breaker and in-flight gauges are reported.
+func (m *metrics) setChannels(router *Router, channels []*Channel) {
+	if m == nil {
+		return
+	}
 	seen := map[string]bool{}
 	var chans []*Channel
 	for _, ch := range append(router.Channels(), channels...) {
@@ -105,10 +129,7 @@ func newMetrics(router *Router, channels []*Channel, st store.Store) *metrics {
 			chans = append(chans, ch)
 		}
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.ttfb, m.tokens, m.failed,
-		newChannelCollector(chans), newStoreCollector(st),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return m
+	m.chans.channels.Store(&chans)
 }
 
 // handler serves the registry in the Prometheus text (or negotiated) format.
@@ -122,7 +143,7 @@ func (m *metrics) finish(call *Call, status int, latency time.Duration) {
 		return
 	}
 	model := call.Req.Model
-	if !m.served[model] {
+	if !(*m.served.Load())[model] {
 		model = otherModel
 	}
 	k := callKey{surface: call.Surface, model: model, channel: call.Channel, status: status}
@@ -195,13 +216,12 @@ func (m *metrics) attemptFailed(channel string, status int) {
 
 // channelCollector reads each channel's breaker state and in-flight count at scrape time.
 type channelCollector struct {
-	channels        []*Channel
+	channels        atomic.Pointer[[]*Channel]
 	state, inflight *prometheus.Desc
 }
 
-func newChannelCollector(channels []*Channel) *channelCollector {
+func newChannelCollector() *channelCollector {
 	return &channelCollector{
-		channels: channels,
 		state: prometheus.NewDesc("relay_channel_breaker_state",
 			"Circuit breaker state per channel: 0 closed, 1 half-open, 2 open.", []string{"channel"}, nil),
 		inflight: prometheus.NewDesc("relay_channel_inflight",
@@ -215,7 +235,7 @@ func (c *channelCollector) Describe(out chan<- *prometheus.Desc) {
 }
 
 func (c *channelCollector) Collect(out chan<- prometheus.Metric) {
-	for _, ch := range c.channels {
+	for _, ch := range *c.channels.Load() {
 		b := ch.breaker
 		b.mu.Lock()
 		st := b.state

@@ -19,9 +19,10 @@ func (nopStore) Stats() store.WriterStats { return store.WriterStats{} }
 
 func metricsCore(withMetrics bool) *Core {
 	ch := &Channel{Channel: &adaptor.Channel{Name: "ch1", Models: []string{"gpt-4o-mini"}}, Weight: 1}
-	co := &Core{router: NewRouter([]*Channel{ch}), store: nopStore{}}
+	co := &Core{store: nopStore{}}
+	co.router.Store(NewRouter([]*Channel{ch}))
 	if withMetrics {
-		co.metrics = newMetrics(co.router, []*Channel{ch}, co.store)
+		co.metrics = newMetrics(co.router.Load(), []*Channel{ch}, co.store)
 	}
 	return co
 }

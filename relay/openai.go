@@ -65,7 +65,7 @@ func (s *Server) chatCompletions(c *gin.Context) {
 		writeOpenAIError(c, aerr)
 		return
 	}
-	if !key.Allows(req.Model) || !s.core.router.Serves(req.Model) {
+	if !key.Allows(req.Model) || !s.core.router.Load().Serves(req.Model) {
 		writeOpenAIError(c, modelNotFound(req.Model))
 		return
 	}
@@ -246,7 +246,7 @@ func (s *Server) listModels(c *gin.Context) {
 	key := c.MustGet(ctxKey).(*store.Key)
 	b := append(make([]byte, 0, 256), `{"object":"list","data":[`...)
 	n := 0
-	for _, m := range s.core.router.Models() {
+	for _, m := range s.core.router.Load().Models() {
 		if !key.Allows(m) {
 			continue
 		}
@@ -264,7 +264,7 @@ func (s *Server) listModels(c *gin.Context) {
 func (s *Server) getModel(c *gin.Context) {
 	key := c.MustGet(ctxKey).(*store.Key)
 	m := c.Param("model")
-	if !key.Allows(m) || !s.core.router.Serves(m) {
+	if !key.Allows(m) || !s.core.router.Load().Serves(m) {
 		writeOpenAIError(c, modelNotFound(m))
 		return
 	}
@@ -278,7 +278,7 @@ func (s *Server) appendModel(b []byte, m string) []byte {
 	b = strconv.AppendInt(b, s.started.Unix(), 10)
 	b = append(b, `,"owned_by":`...)
 	owner := "relay"
-	if cands := s.core.router.byModel[m]; len(cands) > 0 {
+	if cands := s.core.router.Load().byModel[m]; len(cands) > 0 {
 		owner = cands[0].Kind
 	}
 	b = adaptor.AppendJSONString(b, owner)

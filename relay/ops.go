@@ -24,9 +24,9 @@ func (s *Server) readyz(c *gin.Context) {
 		problems = append(problems, "store not writable")
 	}
 	now := time.Now()
-	for _, m := range s.core.router.Models() {
+	for _, m := range s.core.router.Load().Models() {
 		ok := false
-		for _, ch := range s.core.router.byModel[m] {
+		for _, ch := range s.core.router.Load().byModel[m] {
 			if ch.breaker.healthy(now) {
 				ok = true
 				break
@@ -61,7 +61,7 @@ func (s *Server) listChannels(c *gin.Context) {
 		return
 	}
 	b := append(make([]byte, 0, 512), `{"object":"list","data":[`...)
-	for i, ch := range s.core.router.Channels() {
+	for i, ch := range s.core.router.Load().Channels() {
 		if i > 0 {
 			b = append(b, ',')
 		}

@@ -266,7 +266,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	resp.Body.Close()
 	select {
 	case <-up.CancelSeen:
-	case <-time.After(3 * time.Second):
+	case <-time.After(10 * time.Second): // generous: a loaded CI machine, not the relay, sets the pace
 		t.Fatal("the upstream did not see the cancel")
 	}
 	rows := tr.logs()

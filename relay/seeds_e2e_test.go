@@ -103,7 +103,7 @@ func TestSparkCancelAndEarlyClose(t *testing.T) {
 	resp.Body.Close()
 	select {
 	case <-up.ClientClosed():
-	case <-time.After(3 * time.Second):
+	case <-time.After(10 * time.Second): // generous: a loaded CI machine, not the relay, sets the pace
 		t.Fatal("upstream socket not closed after client disconnect")
 	}
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -29,7 +30,7 @@ type Server struct {
 	started time.Time
 
 	// workflows are the configured work_ids; runner is the is_batch job pool (workflow*.go).
-	workflows map[string]*workflow
+	workflows atomic.Pointer[map[string]*workflow]
 	runner    *jobRunner
 
 	http     *http.Server
@@ -47,13 +48,15 @@ func NewServer(cfg *Config, st store.Store, channels []*Channel, log *slog.Logge
 	}
 	s := &Server{
 		cfg: cfg, log: log, store: st, started: time.Now(),
-		core:   &Core{router: NewRouter(channels), store: st, log: log, maxAnswer: cfg.Server.MaxAnswerBytes},
+		core:   &Core{store: st, log: log, maxAnswer: cfg.Server.MaxAnswerBytes},
 		keys:   &keyCache{store: st, ttl: cfg.Auth.KeyCacheTTL, m: map[string]cachedKey{}},
 		limits: newLimiter(),
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
-	s.core.metrics = newMetrics(s.core.router, channels, st)
-	s.workflows = buildWorkflows(cfg, channels, log)
+	s.core.router.Store(NewRouter(channels))
+	s.core.metrics = newMetrics(s.core.router.Load(), channels, st)
+	wf := buildWorkflows(cfg, channels, log)
+	s.workflows.Store(&wf)
 	s.runner = newJobRunner(s)
 	e := gin.New()
 	e.HandleMethodNotAllowed = true

@@ -93,9 +93,9 @@ func (wf *workflow) allows(k *store.Key) bool { return len(wf.allowed) == 0 || w
 // core is the core scoped to the workflow's channel: the same dispatch, failover and accounting, with
 // a router that sends the request's model to that channel only.
 func (s *Server) workflowCore(wf *workflow, model string) *Core {
-	co := *s.core
-	co.router = &Router{byModel: map[string][]*Channel{model: {wf.ch}}, models: []string{model}}
-	return &co
+	co := &Core{store: s.core.store, log: s.core.log, maxAnswer: s.core.maxAnswer, metrics: s.core.metrics}
+	co.router.Store(&Router{byModel: map[string][]*Channel{model: {wf.ch}}, models: []string{model}})
+	return co
 }
 
 // wfFields are the workflow control fields of a request.
@@ -193,7 +193,7 @@ func (s *Server) workflowChat(c *gin.Context, key *store.Key, body []byte, f wfF
 		writeOpenAIError(c, aerr)
 		return
 	}
-	if wf == nil && (!key.Allows(req.Model) || !s.core.router.Serves(req.Model)) {
+	if wf == nil && (!key.Allows(req.Model) || !s.core.router.Load().Serves(req.Model)) {
 		writeOpenAIError(c, modelNotFound(req.Model))
 		return
 	}
@@ -220,7 +220,7 @@ func (s *Server) workflowChat(c *gin.Context, key *store.Key, body []byte, f wfF
 
 // resolveWorkflow finds the request's workflow and checks the key may use it.
 func (s *Server) resolveWorkflow(key *store.Key, f wfFields) (*workflow, *adaptor.Error) {
-	wf := s.workflows[f.workID]
+	wf := s.workflowsNow()[f.workID]
 	if wf == nil {
 		return nil, workflowNotFound(f.workID)
 	}

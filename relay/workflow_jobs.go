@@ -97,7 +97,7 @@ func (s *Server) runJob(ctx context.Context, j store.Job) (status int, body []by
 	co := s.core
 	if j.WorkID != "" {
 		// allowed_keys was checked at submission.
-		wf := s.workflows[j.WorkID]
+		wf := s.workflowsNow()[j.WorkID]
 		switch {
 		case wf == nil:
 			return fail(workflowNotFound(j.WorkID))
@@ -106,7 +106,7 @@ func (s *Server) runJob(ctx context.Context, j store.Job) (status int, body []by
 		}
 		co = s.workflowCore(wf, req.Model)
 		req.APIKey = wf.appKey
-	} else if !s.core.router.Serves(req.Model) {
+	} else if !s.core.router.Load().Serves(req.Model) {
 		return fail(modelNotFound(req.Model))
 	}
 	call := NewCall(j.ID, j.Owner, j.Surface, req)

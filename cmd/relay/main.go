@@ -13,10 +13,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
 
 	"relay/adaptor/kinds"
 	"relay/relay"
@@ -74,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	log := relay.NewLogger(cfg.Log, stderr)
 	switch cmd {
 	case "serve":
-		return serve(cfg, log)
+		return serve(cfg, *cfgPath, log)
 	case "keys":
 		return keys(cfg, log, rest, stdout)
 	case "migrate":
@@ -105,7 +108,7 @@ func openStore(cfg *relay.Config, log *slog.Logger) (*sqlite.Store, error) {
 	})
 }
 
-func serve(cfg *relay.Config, log *slog.Logger) error {
+func serve(cfg *relay.Config, cfgPath string, log *slog.Logger) error {
 	channels, err := cfg.BuildChannels(kinds.All())
 	if err != nil {
 		return err
@@ -129,13 +132,29 @@ func serve(cfg *relay.Config, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	select {
-	case err = <-errc:
-		log.Error("server stopped", "err", err)
-	case s := <-sig:
-		log.Info("shutting down", "signal", s.String(), "grace", cfg.Server.ShutdownGrace)
-		err = srv.Shutdown(context.Background())
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	changed := watchConfig(cfgPath, log)
+	for err == nil {
+		select {
+		case err = <-errc:
+			log.Error("server stopped", "err", err)
+			srv.Shutdown(context.Background()) // stops the job runner before the store closes
+		case <-changed:
+			reloadConfig(cfgPath, srv, log)
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				reloadConfig(cfgPath, srv, log)
+				continue
+			}
+			log.Info("shutting down", "signal", s.String(), "grace", cfg.Server.ShutdownGrace)
+			err = srv.Shutdown(context.Background())
+			if err == nil {
+				err = errStopped
+			}
+		}
+	}
+	if errors.Is(err, errStopped) {
+		err = nil
 	}
 	stats := st.Stats()
 	if cerr := st.Close(); cerr != nil && err == nil {
@@ -244,4 +263,73 @@ func NewSecret() (string, error) {
 		}
 	}
 	return string(out), nil
+}
+
+var errStopped = errors.New("stopped")
+
+// reloadConfig reads the config file again and puts its channels and workflows in force. A config that
+// fails to load or validate is refused with a log line; the one in force stays.
+func reloadConfig(path string, srv *relay.Server, log *slog.Logger) bool {
+	if _, err := os.Stat(path); err != nil {
+		log.Error("config reload refused", "err", err)
+		return false
+	}
+	cfg, err := relay.LoadConfig(path)
+	if err == nil {
+		var chans []*relay.Channel
+		if chans, err = cfg.BuildChannels(kinds.All()); err == nil {
+			srv.Reload(cfg, chans)
+			return true
+		}
+	}
+	log.Error("config reload refused; the previous config stays in force", "err", err)
+	return false
+}
+
+// watchConfig reports changes of the config file (its folder is watched, so editors that replace the
+// file are seen too), debounced. It returns a nil channel when there is nothing to watch.
+func watchConfig(path string, log *slog.Logger) <-chan struct{} {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return nil
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		log.Warn("config file watch unavailable; SIGHUP still reloads", "err", err)
+		return nil
+	}
+	if err := w.Add(filepath.Dir(abs)); err != nil {
+		w.Close()
+		log.Warn("config file watch unavailable; SIGHUP still reloads", "err", err)
+		return nil
+	}
+	out := make(chan struct{}, 1)
+	go func() {
+		var debounce <-chan time.Time
+		for {
+			select {
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if filepath.Clean(ev.Name) == abs && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+					debounce = time.After(250 * time.Millisecond)
+				}
+			case <-debounce:
+				debounce = nil
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			case _, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+			}
+		}
+	}()
+	return out
 }

@@ -2,12 +2,20 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"relay/adaptor/kinds"
 	"relay/relay"
+	"relay/store"
+	"relay/store/sqlite"
 )
 
 func writeConfig(t *testing.T) string {
@@ -104,4 +112,61 @@ func TestNewSecretIsUniformAlphabet(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestReloadConfigAndWatch(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	write := func(models string) {
+		cfg := "store:\n  path: " + filepath.Join(dir, "relay.db") + "\nchannels:\n  - {name: demo, kind: demo, enabled: true, models: [" + models + "]}\n"
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("demo")
+	cfg, err := relay.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chans, _ := cfg.BuildChannels(kinds.All())
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := sqlite.Open(cfg.Store.Path, sqlite.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv := relay.NewServer(cfg, st, chans, log)
+	changed := watchConfig(path, log)
+	if changed == nil {
+		t.Fatal("no watch")
+	}
+	// A bad file is refused and the config in force stays.
+	os.WriteFile(path, []byte("channels:\n  - {name: x, kind: nope, models: [a]}\n"), 0o600)
+	select {
+	case <-changed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("file change not seen")
+	}
+	if reloadConfig(path, srv, log) {
+		t.Fatal("bad config accepted")
+	}
+	write("demo, demo2")
+	select {
+	case <-changed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("file change not seen")
+	}
+	if !reloadConfig(path, srv, log) {
+		t.Fatal("good config refused")
+	}
+	key := "sk-relay-reload-test"
+	st.CreateKey(context.Background(), store.Key{Name: "r", Prefix: "sk", Hash: relay.HashKey(key)})
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/v1/models", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	srv.Handler().ServeHTTP(rec, req)
+	if !strings.Contains(rec.Body.String(), `"demo2"`) {
+		t.Fatalf("models after reload: %s", rec.Body.String())
+	}
+	srv.Shutdown(context.Background())
 }
