@@ -5,18 +5,22 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
 // DefaultHTTPClient is the shared client for upstream calls: one tuned transport, connections kept warm
 // per host. No overall timeout: streams may run long; per-channel deadlines come from the context.
-var DefaultHTTPClient = &http.Client{Transport: NewTransport()}
+var DefaultHTTPClient = &http.Client{Transport: NewTransport(0)}
 
-// NewTransport returns the transport tuning used for upstreams.
-func NewTransport() *http.Transport {
+// NewTransport returns the transport tuning used for upstreams; connect bounds dialling (default 10s).
+func NewTransport(connect time.Duration) *http.Transport {
+	if connect <= 0 {
+		connect = 10 * time.Second
+	}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
@@ -29,6 +33,18 @@ func NewTransport() *http.Transport {
 
 // maxErrorBody bounds how much of an upstream error answer is read.
 const maxErrorBody = 64 << 10
+
+// ReadErrorBody reads an upstream's error answer, at most 64 KiB of it.
+func ReadErrorBody(r io.Reader) ([]byte, error) {
+	return io.ReadAll(io.LimitReader(r, maxErrorBody))
+}
+
+// IsJSONResponse reports whether an answer is a JSON document (Content-Type application/json). To a
+// stream request that is an error, which some servers send with status 200, or a server that ignored
+// the stream flag.
+func IsJSONResponse(resp *http.Response) bool {
+	return strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json")
+}
 
 // ErrorParser extracts an upstream's error from a non-2xx answer body. It returns nil when it cannot,
 // and the caller falls back to a generic error of the same status.
@@ -44,7 +60,7 @@ func Send(ctx context.Context, ch *Channel, req *http.Request, parse ErrorParser
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return resp, nil
 	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	body, _ := ReadErrorBody(resp.Body)
 	resp.Body.Close()
 	var e *Error
 	if parse != nil {

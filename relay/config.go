@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -124,8 +125,13 @@ type ChannelConfig struct {
 	// and 30s); it is then probed one request at a time.
 	BreakerThreshold int           `mapstructure:"breaker_threshold"`
 	BreakerCooldown  time.Duration `mapstructure:"breaker_cooldown"`
-	Priority         int           `mapstructure:"priority"`
-	Weight           int           `mapstructure:"weight"`
+	// MaxConcurrency bounds the channel's concurrent upstream calls (0: unbounded); a full channel is
+	// skipped for the next candidate, or answered 503 when none is left.
+	MaxConcurrency int `mapstructure:"max_concurrency"`
+	// ConnectTimeout bounds connecting to the upstream (default 10s).
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	Priority       int           `mapstructure:"priority"`
+	Weight         int           `mapstructure:"weight"`
 }
 
 // DefaultIdleTimeout is a channel's idle_timeout when config.yaml gives none.
@@ -226,6 +232,9 @@ func (c *Config) validate() error {
 		if len(ch.Models) == 0 {
 			return fmt.Errorf("%s.models must list at least one model", where)
 		}
+		if ch.MaxConcurrency < 0 || ch.ConnectTimeout < 0 {
+			return fmt.Errorf("%s.max_concurrency and connect_timeout must not be negative", where)
+		}
 		if ch.Weight < 0 {
 			return fmt.Errorf("%s.weight must not be negative", where)
 		}
@@ -308,6 +317,9 @@ func (c *Config) BuildChannels(kinds map[string]adaptor.Adaptor) ([]*Channel, er
 		}
 		var missing []string
 		ch := &adaptor.Channel{Name: cc.Name, Kind: cc.Kind, Models: cc.Models, ModelMap: cc.ModelMap, Timeout: cc.Timeout}
+		if cc.ConnectTimeout > 0 {
+			ch.HTTP = &http.Client{Transport: adaptor.NewTransport(cc.ConnectTimeout)}
+		}
 		ch.BaseURL = expand(cc.BaseURL, &missing)
 		for j, k := range cc.Keys {
 			before := len(missing)
@@ -345,7 +357,7 @@ func (c *Config) BuildChannels(kinds map[string]adaptor.Adaptor) ([]*Channel, er
 			idle = DefaultIdleTimeout
 		}
 		out = append(out, &Channel{Channel: ch, Adaptor: a, Priority: cc.Priority, Weight: weight, IdleTimeout: idle,
-			breaker: newBreaker(cc.BreakerThreshold, cc.BreakerCooldown)})
+			breaker: newBreaker(cc.BreakerThreshold, cc.BreakerCooldown), slots: slots(cc.MaxConcurrency)})
 	}
 	return out, nil
 }
@@ -398,4 +410,11 @@ func keepModelMapCase(path string, c *Config) error {
 		}
 	}
 	return nil
+}
+
+func slots(n int) chan struct{} {
+	if n <= 0 {
+		return nil
+	}
+	return make(chan struct{}, n)
 }

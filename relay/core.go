@@ -40,6 +40,7 @@ type Call struct {
 
 	ch          *Channel  // the channel of the attempt in progress or that answered
 	attemptFrom time.Time // when that attempt started
+	busy        bool      // a candidate was skipped for being at its concurrency limit
 }
 
 // NewCall starts the accounting for a request.
@@ -69,7 +70,7 @@ func (co *Core) Complete(ctx context.Context, call *Call) (*adaptor.Completion, 
 		}
 	}
 	if last == nil {
-		last = modelNotFound(call.Req.Model)
+		last = noChannel(call)
 	}
 	return nil, last
 }
@@ -109,7 +110,7 @@ func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adapto
 		}
 	}
 	if last == nil {
-		last = modelNotFound(call.Req.Model)
+		last = noChannel(call)
 	}
 	return nil, last
 }
@@ -117,7 +118,12 @@ func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adapto
 // use starts an attempt on ch, unless its circuit is open and other candidates remain (the last
 // candidate is tried regardless: better a probe than no answer).
 func (co *Core) use(call *Call, ch *Channel, last bool) bool {
+	if !ch.acquire() {
+		call.busy = true // at its max_concurrency: never exceeded, even for the last candidate
+		return false
+	}
 	if !ch.breaker.allow(time.Now()) && !last {
+		ch.releaseSlot()
 		return false
 	}
 	call.Attempts++
@@ -138,6 +144,7 @@ func (co *Core) attemptOK(call *Call) {
 func (co *Core) attemptFailed(call *Call, e *adaptor.Error) {
 	b := call.ch.breaker
 	b.inflight.Add(-1)
+	call.ch.releaseSlot()
 	if e.Retryable && e.Status != 499 {
 		b.failure(time.Now())
 	} else {
@@ -161,6 +168,7 @@ func (co *Core) retry(ctx context.Context, call *Call, e *adaptor.Error) bool {
 func (co *Core) Finish(call *Call) {
 	if call.ch != nil {
 		call.ch.breaker.inflight.Add(-1)
+		call.ch.releaseSlot()
 		if e := call.Err; e != nil && e.Retryable && e.Status != 499 {
 			call.ch.breaker.failure(time.Now())
 		}
@@ -180,6 +188,16 @@ func (co *Core) Finish(call *Call) {
 	}
 	co.metrics.finish(call, row.Status, row.Latency)
 	co.store.Log(row)
+}
+
+// noChannel is the error when no candidate could be tried: all at their concurrency limit (503, retry
+// soon) or none serves the model.
+func noChannel(call *Call) *adaptor.Error {
+	if call.busy {
+		return &adaptor.Error{Status: 503, Type: adaptor.TypeServer, Code: "channels_busy", Retryable: true, RetryAfter: "1",
+			Message: "Every channel serving `" + call.Req.Model + "` is at its concurrency limit; retry shortly."}
+	}
+	return modelNotFound(call.Req.Model)
 }
 
 func modelNotFound(model string) *adaptor.Error {

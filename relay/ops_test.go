@@ -98,3 +98,41 @@ func TestBreakerTripsSkipsAndReports(t *testing.T) {
 }
 
 func toJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+// A channel at its max_concurrency is skipped for the next candidate; with none left the answer is 503
+// with Retry-After, and the slot is free again once the stream ends.
+func TestChannelMaxConcurrency(t *testing.T) {
+	slow := openaitest.New(openaitest.Options{Chunks: 5, ChunkDelay: 100 * time.Millisecond})
+	defer slow.Close()
+	spare := openaitest.New(openaitest.Options{Answer: "spare"})
+	defer spare.Close()
+	one := openaiChannel("one", slow.BaseURL(), "m1")
+	one.MaxConcurrency, one.Priority = 1, 10
+	tr := newTestRelay(t, nil, one, openaiChannel("spare", spare.BaseURL(), "m1"))
+	stream := tr.post(tr.Key, `{"model":"m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	r := tr.post(tr.Key, `{"model":"m1","messages":[{"role":"user","content":"hi"}]}`)
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != 200 || !strings.Contains(string(b), "spare") {
+		t.Fatalf("busy channel not skipped: %d %s", r.StatusCode, b)
+	}
+	io.Copy(io.Discard, stream.Body)
+	stream.Body.Close()
+
+	tr2 := newTestRelay(t, nil, one)
+	stream = tr2.post(tr2.Key, `{"model":"m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	r = tr2.post(tr2.Key, `{"model":"m1","messages":[{"role":"user","content":"hi"}]}`)
+	if r.StatusCode != 503 || r.Header.Get("Retry-After") != "1" {
+		t.Fatalf("full channel: %d %v", r.StatusCode, r.Header)
+	}
+	if e := errorBody(t, r); e["code"] != "channels_busy" {
+		t.Fatalf("error %v", e)
+	}
+	io.Copy(io.Discard, stream.Body)
+	stream.Body.Close()
+	r = tr2.post(tr2.Key, `{"model":"m1","messages":[{"role":"user","content":"hi"}]}`)
+	r.Body.Close()
+	if r.StatusCode != 200 {
+		t.Fatalf("slot not released after the stream: %d", r.StatusCode)
+	}
+}

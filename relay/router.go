@@ -18,6 +18,28 @@ type Channel struct {
 	IdleTimeout time.Duration
 
 	breaker *breaker
+	// slots bounds concurrent upstream calls (max_concurrency); nil: unbounded. A stream holds its slot
+	// until it ends, so one hot model cannot take every connection a channel has.
+	slots chan struct{}
+}
+
+// acquire takes a concurrency slot without waiting.
+func (ch *Channel) acquire() bool {
+	if ch.slots == nil {
+		return true
+	}
+	select {
+	case ch.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (ch *Channel) releaseSlot() {
+	if ch.slots != nil {
+		<-ch.slots
+	}
 }
 
 // Router maps client model names to the channels that serve them.
