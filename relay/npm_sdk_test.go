@@ -82,7 +82,9 @@ func TestNpmOpenAISDK(t *testing.T) {
 			var res struct {
 				Helper struct {
 					Content, Deltas, Finish string
-					Usage                   *struct{ TotalTokens int `json:"total_tokens"` }
+					Usage                   *struct {
+						TotalTokens int `json:"total_tokens"`
+					}
 				}
 				Stream struct {
 					Content string
