@@ -41,18 +41,21 @@ type Call struct {
 	ch          *Channel  // the channel of the attempt in progress or that answered
 	attemptFrom time.Time // when that attempt started
 	busy        bool      // a candidate was skipped for being at its concurrency limit
+	ownKey      bool      // the surface chose the upstream key (a workflow's app key)
+	keyIdx      int       // index in ch.Keys of the key this attempt uses; -1: none chosen here
 }
 
 // NewCall starts the accounting for a request.
 func NewCall(id string, keyID int64, surface string, req *adaptor.Request) *Call {
-	return &Call{Start: time.Now(), ID: id, KeyID: keyID, Surface: surface, Req: req}
+	return &Call{Start: time.Now(), ID: id, KeyID: keyID, Surface: surface, Req: req, ownKey: req.APIKey != ""}
 }
 
 // Complete runs a non-streaming request, trying the next channel on a retryable failure.
 func (co *Core) Complete(ctx context.Context, call *Call) (*adaptor.Completion, *adaptor.Error) {
 	var last *adaptor.Error
 	cands := co.router.Load().Candidates(call.Req.Model)
-	for i, ch := range cands {
+	for i := 0; i < len(cands); i++ {
+		ch := cands[i]
 		if !co.use(call, ch, i == len(cands)-1) {
 			continue
 		}
@@ -64,7 +67,9 @@ func (co *Core) Complete(ctx context.Context, call *Call) (*adaptor.Completion, 
 			return comp, nil
 		}
 		last = adaptor.AsError(err)
-		co.attemptFailed(call, last)
+		if co.attemptFailed(call, last) {
+			i-- // the same channel again, with its next key
+		}
 		if !co.retry(ctx, call, last) {
 			break
 		}
@@ -82,7 +87,8 @@ func (co *Core) Complete(ctx context.Context, call *Call) (*adaptor.Completion, 
 func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adaptor.Error) {
 	var last *adaptor.Error
 	cands := co.router.Load().Candidates(call.Req.Model)
-	for i, ch := range cands {
+	for i := 0; i < len(cands); i++ {
+		ch := cands[i]
 		if !co.use(call, ch, i == len(cands)-1) {
 			continue
 		}
@@ -104,7 +110,9 @@ func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adapto
 		up.stop()
 		cancel()
 		last = up.idleError(adaptor.AsError(err))
-		co.attemptFailed(call, last)
+		if co.attemptFailed(call, last) {
+			i-- // the same channel again, with its next key
+		}
 		if !co.retry(ctx, call, last) {
 			break
 		}
@@ -129,6 +137,11 @@ func (co *Core) use(call *Call, ch *Channel, last bool) bool {
 	call.Attempts++
 	call.Channel = ch.Name
 	call.Req.UpstreamModel = ch.UpstreamModel(call.Req.Model)
+	call.keyIdx = -1
+	if !call.ownKey && len(ch.Keys) > 0 {
+		call.keyIdx = ch.pickKey(time.Now())
+		call.Req.APIKey = ch.Keys[call.keyIdx]
+	}
 	call.ch, call.attemptFrom = ch, time.Now()
 	ch.breaker.inflight.Add(1)
 	return true
@@ -140,18 +153,29 @@ func (co *Core) attemptOK(call *Call) {
 }
 
 // attemptFailed records a failed attempt: failures that say the channel is unwell count toward its
-// breaker; the client's own errors and cancels do not.
-func (co *Core) attemptFailed(call *Call, e *adaptor.Error) {
+// breaker; the client's own errors and cancels do not. It reports whether the same channel should be
+// tried again: its key was refused and it has another one.
+func (co *Core) attemptFailed(call *Call, e *adaptor.Error) (sameAgain bool) {
 	b := call.ch.breaker
 	b.inflight.Add(-1)
 	call.ch.releaseSlot()
-	if e.Retryable && e.Status != 499 {
+	switch {
+	case (e.Status == 401 || e.Status == 403) && call.keyIdx >= 0:
+		// The channel's key was refused: set it aside (not the channel's health: its breaker is not
+		// charged), and let another key of the channel, or another channel, answer.
+		now := time.Now()
+		call.ch.markKeyBad(call.keyIdx, now)
+		e.Retryable = true
+		sameAgain = call.ch.badKeys(now) < len(call.ch.Keys)
+		b.release()
+	case e.Retryable && e.Status != 499:
 		b.failure(time.Now())
-	} else {
+	default:
 		b.release()
 	}
 	co.metrics.attemptFailed(call.ch.Name, e.Status)
 	call.ch = nil
+	return sameAgain
 }
 
 // retry reports whether a failed attempt may move on to the next channel.

@@ -101,6 +101,10 @@ func (s *Server) listChannels(c *gin.Context) {
 		b = strconv.AppendFloat(b, float64(ch.breaker.latencyEWMA.Load())/1e6, 'f', 2, 64)
 		b = append(b, `,"in_flight":`...)
 		b = strconv.AppendInt(b, ch.breaker.inflight.Load(), 10)
+		b = append(b, `,"keys":`...)
+		b = strconv.AppendInt(b, int64(len(ch.Keys)), 10)
+		b = append(b, `,"keys_set_aside":`...)
+		b = strconv.AppendInt(b, int64(ch.badKeys(time.Now())), 10)
 		b = append(b, '}')
 	}
 	b = append(b, "]}"...)

@@ -136,3 +136,36 @@ func TestChannelMaxConcurrency(t *testing.T) {
 		t.Fatalf("slot not released after the stream: %d", r.StatusCode)
 	}
 }
+
+// A key the upstream refuses is set aside and the same channel is tried with its next key; later
+// requests skip the refused key (round-robin over the good ones), and the listing counts it.
+func TestRefusedKeySetAside(t *testing.T) {
+	up := openaitest.New(openaitest.Options{Key: "good-key", Answer: "ok"})
+	defer up.Close()
+	ch := openaiChannel("two-keys", up.BaseURL(), "m1")
+	ch.Keys = []string{"bad-key", "good-key"}
+	tr := newTestRelay(t, nil, ch)
+	for i := 0; i < 4; i++ {
+		r := tr.post(tr.Key, `{"model":"m1","messages":[{"role":"user","content":"hi"}]}`)
+		r.Body.Close()
+		if r.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i, r.StatusCode)
+		}
+	}
+	bad := 0
+	for _, h := range up.Headers() {
+		if h.Get("Authorization") == "Bearer bad-key" {
+			bad++
+		}
+	}
+	if bad != 1 || len(up.Headers()) != 5 {
+		t.Fatalf("bad key used %d times over %d upstream calls; want once over 5", bad, len(up.Headers()))
+	}
+	admin := "sk-relay-admin-keys"
+	tr.Store.CreateKey(context.Background(), store.Key{Name: "ops", Prefix: "sk-relay-adm", Hash: relay.HashKey(admin), Admin: true})
+	_, v := getJSON(t, tr.URL+"/relay/channels", admin)
+	c := v["data"].([]any)[0].(map[string]any)
+	if c["keys"].(float64) != 2 || c["keys_set_aside"].(float64) != 1 || c["state"] != "closed" {
+		t.Fatalf("channel %v", c)
+	}
+}

@@ -3,6 +3,7 @@ package relay
 import (
 	"math/rand/v2"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"relay/adaptor"
@@ -21,6 +22,47 @@ type Channel struct {
 	// slots bounds concurrent upstream calls (max_concurrency); nil: unbounded. A stream holds its slot
 	// until it ends, so one hot model cannot take every connection a channel has.
 	slots chan struct{}
+	// keyBadUntil holds, per upstream key, when a key the upstream refused (401/403) may be used again
+	// (Unix nanoseconds; 0: good). Keys are otherwise used round-robin.
+	keyBadUntil []atomic.Int64
+	keyNext     atomic.Uint32
+}
+
+// KeyCooldown is how long a key the upstream refused is left out.
+const KeyCooldown = 10 * time.Minute
+
+// pickKey returns the index of the next usable key, round-robin; when every key is set aside it takes
+// the next one anyway (a refused key beats no request).
+func (ch *Channel) pickKey(now time.Time) int {
+	n := len(ch.Keys)
+	start := int(ch.keyNext.Add(1)-1) % n
+	if ch.keyBadUntil == nil {
+		return start
+	}
+	for i := 0; i < n; i++ {
+		j := (start + i) % n
+		if ch.keyBadUntil[j].Load() <= now.UnixNano() {
+			return j
+		}
+	}
+	return start
+}
+
+func (ch *Channel) markKeyBad(i int, now time.Time) {
+	if ch.keyBadUntil != nil && i < len(ch.keyBadUntil) {
+		ch.keyBadUntil[i].Store(now.Add(KeyCooldown).UnixNano())
+	}
+}
+
+// badKeys counts the keys set aside now.
+func (ch *Channel) badKeys(now time.Time) int {
+	n := 0
+	for i := range ch.keyBadUntil {
+		if ch.keyBadUntil[i].Load() > now.UnixNano() {
+			n++
+		}
+	}
+	return n
 }
 
 // acquire takes a concurrency slot without waiting.
@@ -54,6 +96,9 @@ func NewRouter(channels []*Channel) *Router {
 	for _, ch := range channels {
 		if ch.breaker == nil {
 			ch.breaker = newBreaker(0, 0)
+		}
+		if ch.keyBadUntil == nil && len(ch.Keys) > 0 {
+			ch.keyBadUntil = make([]atomic.Int64, len(ch.Keys))
 		}
 		for _, m := range ch.Models {
 			if _, seen := r.byModel[m]; !seen {
