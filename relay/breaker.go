@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// Circuit breaking per channel: after BreakerThreshold consecutive failures (retryable ones: connect
+// Circuit breaking per channel: after BreakerThreshold consecutive failures, or when at least half of
+// the last BreakerWindow calls failed (with BreakerMinSamples of them seen), (retryable ones: connect
 // errors, timeouts, 429, 5xx, broken streams) the channel is open for a cool-down and skipped while
 // others can serve; then one request at a time probes it (half-open) and a success closes it. A failed
 // probe opens it again with the cool-down doubled, up to BreakerMaxCooldown.
@@ -16,6 +17,8 @@ const (
 	DefaultBreakerThreshold = 5
 	DefaultBreakerCooldown  = 30 * time.Second
 	BreakerMaxCooldown      = 10 * time.Minute
+	BreakerWindow           = 20
+	BreakerMinSamples       = 10
 )
 
 type breakerState int
@@ -41,6 +44,10 @@ type breaker struct {
 	openUntil time.Time     // while open
 	backoff   time.Duration // current cool-down
 	probing   bool          // a half-open probe is in flight
+	// window holds the last BreakerWindow outcomes (true: failed) for the failure-rate rule.
+	window            [BreakerWindow]bool
+	windowN, windowAt int
+	windowFails       int
 
 	requests, failures, inflight atomic.Int64
 	latencyEWMA                  atomic.Int64 // nanoseconds, successful calls
@@ -103,8 +110,30 @@ func (b *breaker) success(latency time.Duration) {
 		b.latencyEWMA.Store(old + (int64(latency)-old)/8)
 	}
 	b.mu.Lock()
+	b.record(false)
 	b.state, b.fails, b.probing, b.backoff = stateClosed, 0, false, b.cooldown
 	b.mu.Unlock()
+}
+
+// record adds an outcome to the window (b.mu held).
+func (b *breaker) record(failed bool) {
+	if b.windowN == BreakerWindow {
+		if b.window[b.windowAt] {
+			b.windowFails--
+		}
+	} else {
+		b.windowN++
+	}
+	b.window[b.windowAt] = failed
+	if failed {
+		b.windowFails++
+	}
+	b.windowAt = (b.windowAt + 1) % BreakerWindow
+}
+
+func (b *breaker) open(now time.Time) {
+	b.state, b.openUntil, b.probing = stateOpen, now.Add(b.backoff), false
+	b.window, b.windowN, b.windowAt, b.windowFails = [BreakerWindow]bool{}, 0, 0, 0
 }
 
 func (b *breaker) failure(now time.Time) {
@@ -114,12 +143,13 @@ func (b *breaker) failure(now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.fails++
+	b.record(true)
 	switch {
 	case b.state == stateHalfOpen:
 		b.backoff = min(b.backoff*2, BreakerMaxCooldown)
-		b.state, b.openUntil, b.probing = stateOpen, now.Add(b.backoff), false
-	case b.state == stateClosed && b.fails >= b.threshold:
-		b.state, b.openUntil = stateOpen, now.Add(b.backoff)
+		b.open(now)
+	case b.state == stateClosed && (b.fails >= b.threshold || (b.windowN >= BreakerMinSamples && 2*b.windowFails >= b.windowN)):
+		b.open(now)
 	}
 }
 

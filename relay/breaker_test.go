@@ -51,3 +51,36 @@ func TestBreakerStateMachine(t *testing.T) {
 		t.Fatalf("counters %d %d %d", b.requests.Load(), b.failures.Load(), b.errorEWMA.Load())
 	}
 }
+
+// Alternating failures never reach the consecutive threshold, but half of the window failing opens it.
+func TestBreakerFailureRate(t *testing.T) {
+	b := newBreaker(100, time.Minute)
+	now := time.Now()
+	for i := 0; i < BreakerMinSamples-2; i++ {
+		if i%2 == 0 {
+			b.failure(now)
+		} else {
+			b.success(time.Millisecond)
+		}
+	}
+	if b.snapshot().State != "closed" {
+		t.Fatal("opened before the minimum samples")
+	}
+	b.success(time.Millisecond)
+	b.failure(now) // 10 samples, 5 failed
+	if s := b.snapshot(); s.State != "open" {
+		t.Fatalf("half the window failed but state is %+v", s)
+	}
+	// A mostly healthy channel stays closed.
+	h := newBreaker(100, time.Minute)
+	for i := 0; i < 40; i++ {
+		if i%4 == 0 {
+			h.failure(now)
+		} else {
+			h.success(time.Millisecond)
+		}
+	}
+	if h.snapshot().State != "closed" {
+		t.Fatal("a 25% failure rate opened the breaker")
+	}
+}
