@@ -67,6 +67,44 @@ func (b *ChunkBuilder) Choices(d Delta) []byte {
 // RoleSent reports whether a chunk with the role was built already.
 func (b *ChunkBuilder) RoleSent() bool { return b.roleSent }
 
+// NewToolCallID names a tool call that the upstream sent without an id ("call_" and 24 random
+// characters): OpenAI clients need one to match the tool result to the call. Tests replace it for
+// stable output.
+var NewToolCallID = func() string { return NewID("call_") }
+
+// AppendToolCallStart appends the first delta of a tool call, as an element of an OpenAI
+// delta.tool_calls array: {"index":N,"id":...,"type":"function","function":{"name":...,"arguments":...}}.
+// arguments is the first fragment (or the whole) of the arguments' JSON text.
+func AppendToolCallStart(dst []byte, index int, id, name, arguments string) []byte {
+	dst = append(dst, `{"index":`...)
+	dst = strconv.AppendInt(dst, int64(index), 10)
+	dst = append(dst, `,"id":`...)
+	dst = AppendJSONString(dst, id)
+	dst = append(dst, `,"type":"function","function":{"name":`...)
+	dst = AppendJSONString(dst, name)
+	return appendArguments(append(dst, ','), arguments)
+}
+
+// AppendToolCallDelta appends a later delta of the tool call at index: {"index":N,"function":{...}}
+// with the name only when given (an upstream that names the call late) and the next arguments fragment.
+func AppendToolCallDelta(dst []byte, index int, name, arguments string) []byte {
+	dst = append(dst, `{"index":`...)
+	dst = strconv.AppendInt(dst, int64(index), 10)
+	dst = append(dst, `,"function":{`...)
+	if name != "" {
+		dst = append(dst, `"name":`...)
+		dst = AppendJSONString(dst, name)
+		dst = append(dst, ',')
+	}
+	return appendArguments(dst, arguments)
+}
+
+func appendArguments(dst []byte, arguments string) []byte {
+	dst = append(dst, `"arguments":`...)
+	dst = AppendJSONString(dst, arguments)
+	return append(dst, "}}"...)
+}
+
 const hexDigits = "0123456789abcdef"
 
 // AppendJSONString appends s as a JSON string literal. Invalid UTF-8 becomes U+FFFD; <, > and & stay as

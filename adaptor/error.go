@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+
+	"github.com/tidwall/gjson"
 )
 
 // Error is the one error type adaptors return. Surfaces render it in their own error shape.
@@ -85,6 +87,35 @@ func UpstreamError(status int, code, msg string) *Error {
 	}
 	return &Error{Status: status, Type: TypeForStatus(status), Code: code, Message: "upstream: " + msg,
 		Retryable: RetryableStatus(status)}
+}
+
+// ErrorMessage reads the message and code of an upstream error body in the shapes most APIs use:
+// {"error":{"message","code"|"type"|"status"}}, {"error":"text"}, and a top-level "message" or "msg" and
+// "code". msg is the first non-empty of error.message, error (as a string), message and msg; code the
+// first of error.code, error.type, error.status and code (a string, or a number as written). Both are
+// empty when the body says none of these. Mapping them to a status is the adaptor's own business.
+func ErrorMessage(body []byte) (msg, code string) {
+	// GetBytes copies what it returns: body may be a reused stream buffer.
+	e := gjson.GetBytes(body, "error")
+	msg = e.Get("message").Str
+	if msg == "" && e.Type == gjson.String {
+		msg = e.Str
+	}
+	if msg == "" {
+		msg = gjson.GetBytes(body, "message").Str
+	}
+	if msg == "" {
+		msg = gjson.GetBytes(body, "msg").Str
+	}
+	for _, c := range [...]gjson.Result{e.Get("code"), e.Get("type"), e.Get("status"), gjson.GetBytes(body, "code")} {
+		if c.Type == gjson.String && c.Str != "" {
+			return msg, c.Str
+		}
+		if c.Type == gjson.Number {
+			return msg, c.Raw
+		}
+	}
+	return msg, ""
 }
 
 // TransportError maps a failed round trip to 499 (client went away), 504 (timeout) or 502 (unreachable).

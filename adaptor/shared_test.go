@@ -1,9 +1,11 @@
 package adaptor
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -43,38 +45,139 @@ func TestSSEReader(t *testing.T) {
 	long := strings.Repeat("x", 1<<20) // a 1 MiB single line must pass
 	in := ": comment\n\ndata: {\"a\":1}\n\nevent: answer\ndata:no-space\n\ndata: line1\r\ndata: line2\r\n\r\nevent: lonely\n\ndata: " + long + "\n\ndata: 中文字符\n\ndata: tail-without-blank-line"
 	want := []string{"|{\"a\":1}", "answer|no-space", "|line1\nline2", "|" + long, "|中文字符", "|tail-without-blank-line"}
-	for name, r := range map[string]io.Reader{
-		"whole":    strings.NewReader(in),
-		"one byte": iotest.OneByteReader(strings.NewReader(in)),
-		"half":     iotest.HalfReader(strings.NewReader(in)),
-	} {
-		got := readAllEvents(t, r)
-		if len(got) != len(want) {
-			t.Fatalf("%s: %d events, want %d", name, len(got), len(want))
+	// The SSE spec's three line endings: the same stream with every line ending a bare CR, and mixed.
+	bareCR := strings.ReplaceAll(strings.ReplaceAll(in, "\r\n", "\n"), "\n", "\r")
+	mixed := ": comment\r\rdata: {\"a\":1}\r\n\nevent: answer\rdata:no-space\n\r\ndata: line1\rdata: line2\n\revent: lonely\r\n\r\ndata: " + long + "\r\r\ndata: 中文字符\n\rdata: tail-without-blank-line\r"
+	for _, input := range []struct{ name, in string }{{"LF", in}, {"CR", bareCR}, {"mixed", mixed}} {
+		for name, r := range map[string]io.Reader{
+			"whole":    strings.NewReader(input.in),
+			"one byte": iotest.OneByteReader(strings.NewReader(input.in)), // every CR at a read boundary
+			"half":     iotest.HalfReader(strings.NewReader(input.in)),
+		} {
+			got := readAllEvents(t, r)
+			if len(got) != len(want) {
+				t.Fatalf("%s %s: %d events, want %d", input.name, name, len(got), len(want))
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("%s %s: event %d = %.60q, want %.60q", input.name, name, i, got[i], want[i])
+				}
+			}
 		}
-		for i := range want {
-			if got[i] != want[i] {
-				t.Fatalf("%s: event %d = %.60q, want %.60q", name, i, got[i], want[i])
+	}
+	// Line endings as the SSE spec reads them: CRLF is one line end, CR CR two, LF CR two.
+	for in, want := range map[string]string{
+		"data: a\r\rdata: b\r\n\r\n":             "|a,|b",
+		"data: a\r\r\ndata: b\n\r":               "|a,|b",
+		"data: a\rdata: b\r\r\n\r\n":             "|a\nb",
+		"event: e\rdata: a\n\rdata: b\r":         "e|a,|b",
+		"data: a\r\n\r\n\r\n\r\n\r\ndata: b\r\r": "|a,|b",
+	} {
+		for name, r := range map[string]io.Reader{
+			"whole":    strings.NewReader(in),
+			"one byte": iotest.OneByteReader(strings.NewReader(in)),
+		} {
+			if got := strings.Join(readAllEvents(t, r), ","); got != want {
+				t.Fatalf("%q (%s): %q, want %q", in, name, got, want)
 			}
 		}
 	}
 }
 
-func TestLineReader(t *testing.T) {
-	r := NewLineReader(iotest.OneByteReader(strings.NewReader("{\"a\":1}\n\n  \r\n{\"b\":\"中\"}\r\n{\"c\":3}")))
-	var got []string
-	for {
-		l, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			break
+// An event that ends in a bare CR is returned as soon as that CR arrives, not when the next byte does;
+// a LF that then follows belongs to the CR and does not end another line.
+func TestSSEReaderBareCRDoesNotWait(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pr.Close()
+	s := NewSSEReader(pr)
+	go pw.Write([]byte("data: x\r\r"))
+	if _, data, err := s.Next(); err != nil || string(data) != "x" {
+		t.Fatalf("%q %v", data, err)
+	}
+	go func() {
+		pw.Write([]byte("\ndata: y\n"))
+		pw.Write([]byte("\n"))
+		pw.Close()
+	}()
+	if _, data, err := s.Next(); err != nil || string(data) != "y" {
+		t.Fatalf("%q %v", data, err)
+	}
+	if _, _, err := s.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("end: %v", err)
+	}
+}
+
+// loopReader serves the same bytes forever, like a stream that never ends.
+type loopReader struct {
+	data []byte
+	off  int
+}
+
+func (l *loopReader) Read(p []byte) (int, error) {
+	n := copy(p, l.data[l.off:])
+	l.off = (l.off + n) % len(l.data)
+	return n, nil
+}
+
+// Reading an event allocates nothing once the reader's buffers have grown, whatever the line endings.
+func TestSSEReaderAllocs(t *testing.T) {
+	for _, frame := range []string{"data: {\"a\":1}\n\n", "event: e\r\ndata: {\"a\":1}\r\n\r\n", "data: x\r\r", "data: " + strings.Repeat("y", 10000) + "\n\n"} {
+		s := NewSSEReader(&loopReader{data: []byte(frame)})
+		if allocs := testing.AllocsPerRun(100, func() {
+			if _, _, err := s.Next(); err != nil {
+				t.Fatal(err)
+			}
+		}); allocs != 0 {
+			t.Fatalf("%.20q: %v allocs per event", frame, allocs)
 		}
-		if err != nil {
+	}
+}
+
+// An open stream holds little: a thousand idle streams that each read an event stay within 8 MiB.
+func TestSSEReaderIdleMemory(t *testing.T) {
+	readers := make([]*SSEReader, 1000)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range readers {
+		readers[i] = NewSSEReader(strings.NewReader("data: {\"a\":1}\n\n"))
+		if _, _, err := readers[i].Next(); err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, string(l))
 	}
-	if strings.Join(got, ",") != `{"a":1},{"b":"中"},{"c":3}` {
-		t.Fatalf("%q", got)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > 8<<20 {
+		t.Fatalf("1000 idle readers hold %d KiB", grown>>10)
+	}
+	runtime.KeepAlive(readers)
+}
+
+func TestLineReader(t *testing.T) {
+	long := `{"l":"` + strings.Repeat("x", 1<<20) + `"}` // a 1 MiB record must pass
+	in := "{\"a\":1}\n\n  \r\n{\"b\":\"中\"}\r\n" + long + "\r\n{\"cr\":\r1}\n{\"c\":3}\r"
+	// A lone CR is JSON whitespace, not a record end.
+	want := `{"a":1},{"b":"中"},` + long + ",{\"cr\":\r1},{\"c\":3}"
+	for name, rd := range map[string]io.Reader{
+		"whole":    strings.NewReader(in),
+		"one byte": iotest.OneByteReader(strings.NewReader(in)),
+		"half":     iotest.HalfReader(strings.NewReader(in)),
+	} {
+		r := NewLineReader(rd)
+		var got []string
+		for {
+			l, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, string(l))
+		}
+		if strings.Join(got, ",") != want {
+			t.Fatalf("%s: %.80q", name, got)
+		}
 	}
 }
 
@@ -95,6 +198,28 @@ func TestChunkBuilder(t *testing.T) {
 		if got := string(b.Choices(c.d)); got != c.want {
 			t.Fatalf("case %d: %s\nwant %s", i, got, c.want)
 		}
+	}
+}
+
+func TestAppendToolCall(t *testing.T) {
+	b := []byte{'['}
+	b = AppendToolCallStart(b, 0, "call_1", "get_tide", `{"port":"Brest"}`)
+	b = append(b, ',')
+	b = AppendToolCallStart(b, 1, "", "", "")
+	b = append(b, ',')
+	b = AppendToolCallDelta(b, 1, "late_name", `{"a":`)
+	b = append(b, ',')
+	b = AppendToolCallDelta(b, 1, "", "1}")
+	b = append(b, ']')
+	want := `[{"index":0,"id":"call_1","type":"function","function":{"name":"get_tide","arguments":"{\"port\":\"Brest\"}"}},` +
+		`{"index":1,"id":"","type":"function","function":{"name":"","arguments":""}},` +
+		`{"index":1,"function":{"name":"late_name","arguments":"{\"a\":"}},` +
+		`{"index":1,"function":{"arguments":"1}"}}]`
+	if string(b) != want {
+		t.Fatalf("%s\nwant %s", b, want)
+	}
+	if id := NewToolCallID(); !strings.HasPrefix(id, "call_") || len(id) != len("call_")+24 {
+		t.Fatalf("tool call id %q", id)
 	}
 }
 
@@ -139,6 +264,36 @@ func TestCollect(t *testing.T) {
 	}
 }
 
+func TestErrorMessage(t *testing.T) {
+	for body, want := range map[string][2]string{
+		`{"error":{"message":"bad key","type":"invalid_request_error","code":"invalid_api_key"}}`: {"bad key", "invalid_api_key"},
+		`{"error":{"message":"no model","type":"not_found_error","code":null}}`:                   {"no model", "not_found_error"},
+		`{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}`:                  {"quota", "429"},
+		`{"error":{"message":"m","status":"UNAVAILABLE"}}`:                                        {"m", "UNAVAILABLE"},
+		`{"error":"model 'x' not found"}`:                                                         {"model 'x' not found", ""},
+		`{"code":510,"statusText":"insufficientQuota","message":"余额不足"}`:                          {"余额不足", "510"},
+		`{"code":"1001","msg":"token expired"}`:                                                   {"token expired", "1001"},
+		`{"error":{"message":""},"message":"outer"}`:                                              {"outer", ""},
+		`{"error":{"message":"inner"},"message":"outer"}`:                                         {"inner", ""},
+		`{"error":null}`:               {"", ""},
+		`<html>502 Bad Gateway</html>`: {"", ""},
+		``:                             {"", ""},
+		`{"error":{"message":"esc \"q\" \u00e9","code":""}}`: {`esc "q" é`, ""},
+	} {
+		msg, code := ErrorMessage([]byte(body))
+		if msg != want[0] || code != want[1] {
+			t.Errorf("%s: %q %q, want %q %q", body, msg, code, want[0], want[1])
+		}
+	}
+	// What it returns does not point into the body, which may be a reused stream buffer.
+	b := []byte(`{"error":{"message":"keep me","code":"keep"}}`)
+	msg, code := ErrorMessage(b)
+	copy(b, bytes.Repeat([]byte("x"), len(b)))
+	if msg != "keep me" || code != "keep" {
+		t.Fatalf("%q %q after the body changed", msg, code)
+	}
+}
+
 func TestCountTokensUsesTokenizer(t *testing.T) {
 	// cl100k_base: "hello world" is two tokens.
 	if n := CountTokens("hello world"); n != 2 {
@@ -159,6 +314,18 @@ func FuzzSSEReader(f *testing.F) {
 		}
 		t.Fatal("reader did not end")
 	})
+}
+
+func BenchmarkSSEReader(b *testing.B) {
+	frame := "data: {\"id\":\"chatcmpl-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello\"}}]}\n\n"
+	s := NewSSEReader(&loopReader{data: []byte(frame)})
+	b.SetBytes(int64(len(frame)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := s.Next(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 func BenchmarkAppendJSONString(b *testing.B) {

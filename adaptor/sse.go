@@ -7,58 +7,121 @@ import (
 	"io"
 )
 
-// SSEReader decodes a Server-Sent Events stream. Lines may be of any length (a 1 MiB data line passes);
-// buffers are reused, so what Next returns is only valid until the next call.
+// SSEReader decodes a Server-Sent Events stream. Lines end in "\r\n", "\n" or a lone "\r", as the SSE
+// spec allows, and may be of any length (a 1 MiB data line passes); buffers are reused, so what Next
+// returns is only valid until the next call.
 type SSEReader struct {
-	r     *bufio.Reader
-	line  []byte
+	lines lineReader
 	data  []byte
 	event []byte
 }
 
+// StreamBufferSize is the read buffer of an open stream. It is small so that idle streams stay cheap
+// (a thousand open streams hold 4 MiB); a longer line grows through the reader's scratch buffer. An
+// adaptor that peeks into a stream first wraps it in a bufio.Reader of this size, which NewSSEReader
+// then uses as is.
+const StreamBufferSize = 4 << 10
+
 // NewSSEReader wraps r.
 func NewSSEReader(r io.Reader) *SSEReader {
-	return &SSEReader{r: bufio.NewReaderSize(r, 16<<10)}
+	return &SSEReader{lines: lineReader{r: bufio.NewReaderSize(r, StreamBufferSize), bareCR: true}}
 }
 
-// readLine returns the next line without its line ending; the slice is valid until the next call.
-func (s *SSEReader) readLine() ([]byte, error) {
-	return readLine(s.r, &s.line)
+// lineReader reads lines of any length. A line ends at "\n" (a "\r" before it is trimmed) and, when
+// bareCR is set, at a lone "\r" too. A line that fits the buffer is returned in place; a longer one is
+// gathered in line, which is reused.
+type lineReader struct {
+	r      *bufio.Reader
+	line   []byte
+	bareCR bool
+	// skipLF is set when a line ended in "\r" at the end of the buffered data: a "\n" read next belongs
+	// to that line ending. (Waiting for the byte after the "\r" instead would hold the line back.)
+	skipLF bool
 }
 
-// readLine reads one \n-terminated line of any length, trimming \r\n or \n.
-func readLine(r *bufio.Reader, scratch *[]byte) ([]byte, error) {
-	chunk, err := r.ReadSlice('\n')
-	if err == nil {
-		return trimEOL(chunk), nil
-	}
-	if !errors.Is(err, bufio.ErrBufferFull) {
-		if len(chunk) > 0 && errors.Is(err, io.EOF) {
-			return trimEOL(chunk), nil // last line without newline
+// next returns the next line without its line ending; the slice is valid until the next call. A last
+// line without a line ending is returned before io.EOF.
+func (l *lineReader) next() ([]byte, error) {
+	if l.skipLF {
+		l.skipLF = false
+		b, err := l.r.Peek(1)
+		if err != nil {
+			return nil, err // nothing is buffered: the stream ended (or failed) after the "\r"
 		}
-		return nil, err
+		if b[0] == '\n' {
+			l.r.Discard(1)
+		}
 	}
-	buf := append((*scratch)[:0], chunk...)
+	long := false // the line so far is in l.line
+	scanned := 0  // buffered bytes already searched for a line end
 	for {
-		chunk, err = r.ReadSlice('\n')
-		buf = append(buf, chunk...)
-		if err == nil || (errors.Is(err, io.EOF) && len(buf) > 0) {
-			*scratch = buf
-			return trimEOL(buf), nil
+		if n := l.r.Buffered(); n > scanned {
+			b, _ := l.r.Peek(n)
+			if i := l.index(b[scanned:]); i >= 0 {
+				i += scanned
+				line, adv := b[:i], i+1
+				if b[i] == '\r' {
+					if adv == n {
+						l.skipLF = true
+					} else if b[adv] == '\n' {
+						adv++
+					}
+				}
+				if long {
+					l.line = append(l.line, line...)
+					line = l.line
+				}
+				l.r.Discard(adv) // b stays valid: discarding buffered bytes reads nothing
+				return trimCR(line), nil
+			}
+			scanned = n
+			if n == l.r.Size() { // a full buffer and no line end yet: keep it aside and read on
+				if !long {
+					l.line, long = l.line[:0], true
+				}
+				l.line = append(l.line, b...)
+				l.r.Discard(n)
+				scanned = 0
+			}
 		}
-		if !errors.Is(err, bufio.ErrBufferFull) {
-			*scratch = buf
+		if _, err := l.r.Peek(scanned + 1); err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			// The stream ended or failed; a last line without a line ending is still a line.
+			rest, _ := l.r.Peek(l.r.Buffered())
+			l.r.Discard(len(rest))
+			if long {
+				l.line = append(l.line, rest...)
+				rest = l.line
+			}
+			if errors.Is(err, io.EOF) && len(rest) > 0 {
+				return trimCR(rest), nil
+			}
 			return nil, err
 		}
 	}
 }
 
-func trimEOL(b []byte) []byte {
-	if n := len(b); n > 0 && b[n-1] == '\n' {
-		b = b[:n-1]
+// index returns the position of the first line end in b, or -1.
+func (l *lineReader) index(b []byte) int {
+	if len(b) == 0 {
+		return -1
 	}
+	i := bytes.IndexByte(b, '\n')
+	if !l.bareCR || i == 0 {
+		return i
+	}
+	if i > 0 {
+		b = b[:i]
+	}
+	if j := bytes.IndexByte(b, '\r'); j >= 0 {
+		return j
+	}
+	return i
+}
+
+// trimCR drops the "\r" of a "\r\n" line ending (only possible when bare CRs do not end lines).
+func trimCR(b []byte) []byte {
 	if n := len(b); n > 0 && b[n-1] == '\r' {
-		b = b[:n-1]
+		return b[:n-1]
 	}
 	return b
 }
@@ -71,7 +134,7 @@ func (s *SSEReader) Next() (event, data []byte, err error) {
 	s.event = s.event[:0]
 	hasData := false
 	for {
-		line, err := s.readLine()
+		line, err := s.lines.next()
 		if err != nil {
 			if errors.Is(err, io.EOF) && hasData {
 				return s.event, s.data, nil
@@ -108,21 +171,21 @@ func (s *SSEReader) Next() (event, data []byte, err error) {
 	}
 }
 
-// LineReader reads newline-delimited records (NDJSON) of any length, skipping blank lines.
+// LineReader reads newline-delimited records (NDJSON) of any length, skipping blank lines. Only "\n"
+// ends a record ("\r\n" too); a lone "\r" is JSON whitespace and stays in the line.
 type LineReader struct {
-	r    *bufio.Reader
-	line []byte
+	lines lineReader
 }
 
 // NewLineReader wraps r.
 func NewLineReader(r io.Reader) *LineReader {
-	return &LineReader{r: bufio.NewReaderSize(r, 16<<10)}
+	return &LineReader{lines: lineReader{r: bufio.NewReaderSize(r, StreamBufferSize)}}
 }
 
 // Next returns the next non-blank line (valid until the next call) or io.EOF.
 func (l *LineReader) Next() ([]byte, error) {
 	for {
-		line, err := readLine(l.r, &l.line)
+		line, err := l.lines.next()
 		if err != nil {
 			return nil, err
 		}

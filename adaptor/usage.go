@@ -55,6 +55,19 @@ func EstimatePromptTokens(body []byte) int {
 	return n
 }
 
+// ParseOpenAIUsage reads an OpenAI-shaped usage object ({"prompt_tokens","completion_tokens",
+// "total_tokens"}; a missing total is the sum). Anything but an object is no usage.
+func ParseOpenAIUsage(u gjson.Result) Usage {
+	if !u.IsObject() {
+		return Usage{}
+	}
+	p, c, t := int(u.Get("prompt_tokens").Int()), int(u.Get("completion_tokens").Int()), int(u.Get("total_tokens").Int())
+	if t == 0 {
+		t = p + c
+	}
+	return Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: t}
+}
+
 // EstimateUsage fills a usage from the request and answer text, marked estimated.
 func EstimateUsage(reqBody []byte, answer string) Usage {
 	p, c := EstimatePromptTokens(reqBody), CountTokens(answer)

@@ -17,7 +17,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -154,10 +153,10 @@ func (a *Adaptor) Stream(ctx context.Context, ch *adaptor.Channel, req *adaptor.
 	if err != nil {
 		return nil, err
 	}
-	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") {
+	if adaptor.IsJSONResponse(resp) {
 		// A JSON answer to a stream request is an error (or a proxy that ignored stream:true).
 		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		b, _ := adaptor.ReadErrorBody(resp.Body)
 		if gjson.GetBytes(b, "error").Exists() {
 			return nil, ParseError(resp.StatusCode, b)
 		}

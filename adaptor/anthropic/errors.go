@@ -50,14 +50,8 @@ func ParseError(status int, body []byte) *adaptor.Error {
 	s := adaptor.BytesString(body)
 	var typ, msg, rid string
 	if gjson.Valid(s) {
-		e := gjson.Get(s, "error")
-		typ, msg = e.Get("type").Str, e.Get("message").Str
-		if msg == "" && e.Type == gjson.String {
-			msg = e.Str
-		}
-		if msg == "" {
-			msg = gjson.Get(s, "message").Str
-		}
+		msg, _ = adaptor.ErrorMessage(body)
+		typ = gjson.Get(s, "error.type").Str // Anthropic's error type, which picks the status below
 		rid = gjson.Get(s, "request_id").Str
 	}
 	if status < 400 {

@@ -175,24 +175,18 @@ func (e *Events) blockStart(s string) *adaptor.Event {
 		tool := e.ntools
 		e.ntools++
 		e.tools = append(e.tools, blockTool{block: gjson.Get(s, "index").Int(), tool: tool})
-		id, name, input := blk.Get("id"), blk.Get("name"), blk.Get("input")
-		b := append(e.tbuf[:0], `[{"index":`...)
-		b = strconv.AppendInt(b, int64(tool), 10)
-		b = append(b, `,"id":`...)
-		b = appendStringRaw(b, id)
-		b = append(b, `,"type":"function","function":{"name":`...)
-		b = appendStringRaw(b, name)
-		b = append(b, `,"arguments":`...)
+		input := blk.Get("input")
 		// The input is normally {} with the JSON following in input_json_delta; a non-empty one
 		// is passed as the first arguments fragment.
 		hasKeys := false
 		input.ForEach(func(_, _ gjson.Result) bool { hasKeys = true; return false })
+		args := ""
 		if input.IsObject() && hasKeys {
-			b = adaptor.AppendJSONString(b, input.Raw)
-		} else {
-			b = append(b, `""`...)
+			args = input.Raw
 		}
-		b = append(b, "}}]"...)
+		b := append(e.tbuf[:0], '[')
+		b = adaptor.AppendToolCallStart(b, tool, blk.Get("id").Str, blk.Get("name").Str, args)
+		b = append(b, ']')
 		e.tbuf = b
 		return e.chunk(adaptor.Delta{ToolCalls: b})
 	}
@@ -207,12 +201,4 @@ func (e *Events) toolFor(block int64) int {
 		}
 	}
 	return -1
-}
-
-// appendStringRaw appends a string value's JSON literal as it came ("" for anything else).
-func appendStringRaw(dst []byte, v gjson.Result) []byte {
-	if v.Type == gjson.String {
-		return append(dst, v.Raw...)
-	}
-	return append(dst, `""`...)
 }

@@ -57,11 +57,7 @@ func ParseError(httpStatus int, body []byte) *adaptor.Error {
 		msg = r.Get("message").Str
 		if msg == "" {
 			// OpenAI-style bodies from a proxy in front, or FastGPT's {"error": ...}.
-			if e := r.Get("error"); e.Type == gjson.String {
-				msg = e.Str
-			} else {
-				msg = e.Get("message").Str
-			}
+			msg, _ = adaptor.ErrorMessage(body)
 		}
 	} else if t := strings.TrimSpace(string(body)); t != "" && len(t) < 200 && !strings.HasPrefix(t, "<") {
 		msg = t // a short plain-text answer (gateways); HTML pages are not worth a message

@@ -295,12 +295,12 @@ func (a *Adaptor) Stream(ctx context.Context, ch *adaptor.Channel, req *adaptor.
 		cancel()
 		return nil, err
 	}
-	br := bufio.NewReaderSize(resp.Body, 16<<10)
+	br := bufio.NewReaderSize(resp.Body, adaptor.StreamBufferSize)
 	if jsonAnswer(resp, br) {
 		// A JSON body to a stream request is an error object (older releases use HTTP 200).
 		defer cancel()
 		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(br, 64<<10))
+		b, _ := adaptor.ReadErrorBody(br)
 		if gjson.GetBytes(b, "choices").Exists() {
 			return nil, adaptor.UpstreamError(502, "bad_response", "expected an event stream, got a JSON answer")
 		}
@@ -321,7 +321,7 @@ func (a *Adaptor) Stream(ctx context.Context, ch *adaptor.Channel, req *adaptor.
 // jsonAnswer reports whether a stream answer is a JSON document instead of SSE. FastGPT does not
 // always set a content type on early errors, so the first byte decides as well.
 func jsonAnswer(resp *http.Response, br *bufio.Reader) bool {
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+	if adaptor.IsJSONResponse(resp) {
 		return true
 	}
 	for i := 1; i <= 64; i++ {

@@ -151,10 +151,10 @@ func (a *Adaptor) Stream(ctx context.Context, ch *adaptor.Channel, req *adaptor.
 	if err != nil {
 		return nil, err
 	}
-	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") {
+	if adaptor.IsJSONResponse(resp) {
 		// Not a stream: an error answered with 200, or a server that ignored alt=sse.
 		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		b, _ := adaptor.ReadErrorBody(resp.Body)
 		if e := ParseError(502, b); e != nil {
 			return nil, e
 		}
@@ -178,7 +178,7 @@ type Events struct {
 
 // NewEvents reads Gemini SSE chunks from body.
 func NewEvents(ctx context.Context, body io.ReadCloser) *Events {
-	return &Events{ctx: ctx, body: body, sse: adaptor.NewSSEReader(&crReader{r: body})}
+	return &Events{ctx: ctx, body: body, sse: adaptor.NewSSEReader(body)}
 }
 
 // Next returns the next chunk; io.EOF when the body ended after the finish.
@@ -227,47 +227,3 @@ func (e *Events) Next() (*adaptor.Event, error) {
 
 // Close closes the upstream body.
 func (e *Events) Close() error { return e.body.Close() }
-
-// crReader turns bare CR line endings into LF (and CRLF into LF), so events separated by \r\r — which
-// the official SDK accepts — split like \n\n ones. adaptor.SSEReader only knows \n and \r\n.
-type crReader struct {
-	r      io.Reader
-	lastCR bool
-}
-
-func (c *crReader) Read(p []byte) (int, error) {
-	for {
-		n, err := c.r.Read(p)
-		if n == 0 {
-			return 0, err
-		}
-		if !c.lastCR && bytes.IndexByte(p[:n], '\r') < 0 {
-			return n, err
-		}
-		// Compact in place: w never passes i, and copy handles the overlap.
-		w, i := 0, 0
-		if c.lastCR && p[0] == '\n' {
-			i = 1 // the LF of a CRLF split across reads already became one
-		}
-		c.lastCR = false
-		for i < n {
-			j := bytes.IndexByte(p[i:n], '\r')
-			if j < 0 {
-				w += copy(p[w:], p[i:n])
-				break
-			}
-			w += copy(p[w:], p[i:i+j])
-			p[w] = '\n'
-			w++
-			i += j + 1
-			if i == n {
-				c.lastCR = true
-			} else if p[i] == '\n' {
-				i++
-			}
-		}
-		if w > 0 || err != nil {
-			return w, err
-		}
-	}
-}

@@ -25,10 +25,10 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 
 // fixedIDs makes generated tool call ids call_1, call_2, ... for the test.
 func fixedIDs(t testing.TB) {
-	old := newCallID
+	old := adaptor.NewToolCallID
 	n := 0
-	newCallID = func() string { n++; return "call_" + strconv.Itoa(n) }
-	t.Cleanup(func() { newCallID = old })
+	adaptor.NewToolCallID = func() string { n++; return "call_" + strconv.Itoa(n) }
+	t.Cleanup(func() { adaptor.NewToolCallID = old })
 }
 
 // normJSON re-encodes JSON with sorted keys and indentation, so comparisons ignore key order.
@@ -267,27 +267,6 @@ func TestStreamUTF8AcrossReads(t *testing.T) {
 		}
 		if _, err := ev.Next(); !errors.Is(err, io.EOF) {
 			t.Fatalf("split %d: end %v", k, err)
-		}
-	}
-}
-
-func TestCRReader(t *testing.T) {
-	for in, want := range map[string]string{
-		"a\r\nb\rc\n\r\r\nd\r": "a\nb\nc\n\n\nd\n",
-		"\r\n\r\n":             "\n\n",
-		"\r\r":                 "\n\n",
-		"plain\n\n":            "plain\n\n",
-		"":                     "",
-	} {
-		for _, one := range []bool{false, true} {
-			var r io.Reader = &crReader{r: strings.NewReader(in)}
-			if one {
-				r = &crReader{r: iotest.OneByteReader(strings.NewReader(in))}
-			}
-			got, err := io.ReadAll(r)
-			if err != nil || string(got) != want {
-				t.Fatalf("%q (one byte %v): %q %v, want %q", in, one, got, err, want)
-			}
 		}
 	}
 }

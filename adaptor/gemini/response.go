@@ -3,16 +3,11 @@ package gemini
 import (
 	"bytes"
 	"encoding/json"
-	"strconv"
 
 	"github.com/tidwall/gjson"
 
 	"relay/adaptor"
 )
-
-// newCallID names a tool call: Gemini's functionCall has no id (unless the API sends one), OpenAI
-// clients need one to match the tool result. Tests replace it for stable output.
-var newCallID = func() string { return adaptor.NewID("call_") }
 
 // decoder translates GenerateContentResponse objects (a whole answer, or one stream chunk) into
 // OpenAI deltas. Its buffers are reused: what decode returns is valid until the next call.
@@ -140,18 +135,11 @@ func (d *decoder) call(fc gjson.Result) {
 		}
 		return true
 	})
-	d.tools = append(d.tools, `{"index":`...)
-	d.tools = strconv.AppendInt(d.tools, int64(d.ncalls), 10)
-	d.ncalls++
-	d.tools = append(d.tools, `,"id":`...)
-	if id.Str != "" {
-		d.tools = adaptor.AppendJSONString(d.tools, id.Str)
-	} else {
-		d.tools = adaptor.AppendJSONString(d.tools, newCallID())
+	// Gemini's functionCall has no id unless the API sends one; OpenAI clients need one.
+	callID := id.Str
+	if callID == "" {
+		callID = adaptor.NewToolCallID()
 	}
-	d.tools = append(d.tools, `,"type":"function","function":{"name":`...)
-	d.tools = adaptor.AppendJSONString(d.tools, name.Str)
-	d.tools = append(d.tools, `,"arguments":`...)
 	raw := args.Raw
 	if raw == "" || args.Type == gjson.Null {
 		raw = "{}"
@@ -161,8 +149,8 @@ func (d *decoder) call(fc gjson.Result) {
 			raw = adaptor.BytesString(d.compact.Bytes())
 		}
 	}
-	d.tools = adaptor.AppendJSONString(d.tools, raw)
-	d.tools = append(d.tools, "}}"...)
+	d.tools = adaptor.AppendToolCallStart(d.tools, d.ncalls, callID, name.Str, raw)
+	d.ncalls++
 }
 
 // mapFinish maps a Gemini finishReason to OpenAI's. A STOP after function calls is tool_calls.

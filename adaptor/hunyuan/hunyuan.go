@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -145,7 +144,7 @@ func (a *Adaptor) Stream(ctx context.Context, ch *adaptor.Channel, req *adaptor.
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
 		defer resp.Body.Close()
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		b, err := adaptor.ReadErrorBody(resp.Body)
 		if err != nil {
 			return nil, adaptor.TransportError(ctx, err)
 		}

@@ -1,11 +1,9 @@
 package hunyuan
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
-	"strconv"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -25,10 +23,8 @@ type events struct {
 	cb    adaptor.ChunkBuilder
 	calls []call
 	tcBuf []byte
-	// newCall is set when the frame being decoded starts a tool call.
-	newCall bool
-	done    bool
-	err     error
+	done  bool
+	err   error
 }
 
 // call is one streamed tool call; its position in events.calls is its OpenAI index.
@@ -142,12 +138,6 @@ func (e *events) decode(data []byte) (*adaptor.Event, error) {
 		return nil, nil // usage is cumulative, so skipping an empty frame loses nothing
 	}
 	e.ev = adaptor.Event{Choices: e.cb.Choices(d)}
-	if e.newCall {
-		// adaptor.Accumulator keeps tool-call id/name strings that point into Choices, which the
-		// ChunkBuilder reuses; a private copy for the (rare) frame that starts a call keeps them intact.
-		e.ev.Choices = bytes.Clone(e.ev.Choices)
-		e.newCall = false
-	}
 	if usage.IsObject() {
 		e.ev.Usage, e.ev.HasUsage = parseUsage(usage), true
 	}
@@ -194,23 +184,16 @@ func (e *events) toolDeltas(tcs gjson.Result) []byte {
 			buf = append(buf, ',')
 		}
 		n++
-		buf = append(buf, `{"index":`...)
-		buf = strconv.AppendInt(buf, int64(idx), 10)
-		if isNew {
-			buf = append(buf, `,"id":`...)
-			buf = adaptor.AppendJSONString(buf, e.calls[idx].id)
-			buf = append(buf, `,"type":"function"`...)
-		}
-		buf = append(buf, `,"function":{`...)
-		if isNew || sendName {
-			buf = append(buf, `"name":`...)
-			buf = adaptor.AppendJSONString(buf, name)
-			buf = append(buf, ',')
+		switch {
+		case isNew:
+			buf = adaptor.AppendToolCallStart(buf, idx, e.calls[idx].id, name, args)
 			e.calls[idx].named = name != ""
+		case sendName:
+			buf = adaptor.AppendToolCallDelta(buf, idx, name, args)
+			e.calls[idx].named = true
+		default:
+			buf = adaptor.AppendToolCallDelta(buf, idx, "", args)
 		}
-		buf = append(buf, `"arguments":`...)
-		buf = adaptor.AppendJSONString(buf, args)
-		buf = append(buf, "}}"...)
 		return true
 	})
 	buf = append(buf, ']')
@@ -235,9 +218,8 @@ func (e *events) callIndex(id string, index gjson.Result) (int, bool) {
 		}
 		return len(e.calls) - 1, false
 	} else {
-		id = adaptor.NewID("call_")
+		id = adaptor.NewToolCallID()
 	}
 	e.calls = append(e.calls, call{id: strings.Clone(id)})
-	e.newCall = true
 	return len(e.calls) - 1, true
 }

@@ -20,13 +20,19 @@ import (
 	"relay/adaptor"
 )
 
-// counterIDs makes ids prefix1, prefix2, ... so golden files are stable.
-func counterIDs() func(string) string {
+// counterIDs makes ids prefix1, prefix2, ... so golden files are stable: the returned function makes
+// the adaptor's completion ids, and tool-call ids (adaptor.NewToolCallID, until the test ends) share its
+// count.
+func counterIDs(t testing.TB) func(string) string {
 	n := 0
-	return func(prefix string) string {
+	ids := func(prefix string) string {
 		n++
 		return prefix + strconv.Itoa(n)
 	}
+	old := adaptor.NewToolCallID
+	adaptor.NewToolCallID = func() string { return ids("call_") }
+	t.Cleanup(func() { adaptor.NewToolCallID = old })
+	return ids
 }
 
 type roundTrip func(*http.Request) (*http.Response, error)
@@ -90,7 +96,7 @@ func TestRequestGolden(t *testing.T) {
 			if err := New().Validate(ch); err != nil {
 				t.Fatal(err)
 			}
-			a := &Adaptor{newID: counterIDs()}
+			a := &Adaptor{newID: counterIDs(t)}
 			got, err := a.buildBody(ctxT(t), ch, req, req.Stream)
 			if err != nil {
 				t.Fatal(err)
@@ -196,7 +202,7 @@ func TestResponseGolden(t *testing.T) {
 			g := gjson.ParseBytes(raw)
 			ch, _ := fakeChannel(200, compact(t, []byte(g.Get("ollama").Raw))+"\n")
 			model := g.Get("openai.model").Str
-			a := &Adaptor{newID: counterIDs()}
+			a := &Adaptor{newID: counterIDs(t)}
 			comp, err := a.Complete(ctxT(t), ch, &adaptor.Request{Body: []byte(`{"model":"` + model + `","messages":[{"role":"user","content":"hi"}]}`), Model: model})
 			if err != nil {
 				t.Fatal(err)

@@ -25,7 +25,10 @@ func (l *loop) Read(p []byte) (int, error) {
 
 // benchChunks measures one translated chunk: NDJSON framing, decoding, chunk building.
 func benchChunks(b *testing.B, line string) {
-	a := &Adaptor{newID: func(string) string { return "call_x" }}
+	old := adaptor.NewToolCallID
+	adaptor.NewToolCallID = func() string { return "call_x" }
+	b.Cleanup(func() { adaptor.NewToolCallID = old })
+	a := &Adaptor{}
 	ev := a.newEvents(context.Background(), io.NopCloser(&loop{data: []byte(line + "\n")}))
 	if _, err := ev.Next(); err != nil { // the first chunk carries the role; measure the steady state
 		b.Fatal(err)

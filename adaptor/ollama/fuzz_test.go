@@ -32,7 +32,7 @@ func FuzzStreamDecoder(f *testing.F) {
 	f.Add([]byte("\n\n \r\n{}\n[1]\n"), uint8(0))
 	f.Add([]byte("{\"message\":{\"content\":\"\xff\xfe\"},\"done\":true}"), uint8(7))
 	f.Fuzz(func(t *testing.T, data []byte, split uint8) {
-		a := &Adaptor{newID: counterIDs()}
+		a := &Adaptor{newID: counterIDs(t)}
 		ev := a.newEvents(context.Background(), io.NopCloser(&chunked{data: data, n: int(split%16) + 1}))
 		defer ev.Close()
 		var acc adaptor.Accumulator

@@ -38,7 +38,7 @@ const (
 type Adaptor struct {
 	// images resolves image_url parts (adaptor.Images when nil).
 	images *adaptor.ImageFetcher
-	// newID makes completion and tool-call ids (adaptor.NewID when nil).
+	// newID makes completion ids (adaptor.NewID when nil); tool-call ids come from adaptor.NewToolCallID.
 	newID func(prefix string) string
 }
 

@@ -1,11 +1,9 @@
 package ollama
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
-	"strconv"
 
 	"github.com/tidwall/gjson"
 
@@ -21,7 +19,6 @@ type events struct {
 	ctx   context.Context
 	body  io.ReadCloser
 	lines *adaptor.LineReader
-	newID func(prefix string) string
 	ev    adaptor.Event
 	cb    adaptor.ChunkBuilder
 	tcBuf []byte
@@ -36,7 +33,7 @@ type events struct {
 }
 
 func (a *Adaptor) newEvents(ctx context.Context, body io.ReadCloser) *events {
-	return &events{ctx: ctx, body: body, lines: adaptor.NewLineReader(body), newID: a.id}
+	return &events{ctx: ctx, body: body, lines: adaptor.NewLineReader(body)}
 }
 
 // prime reads the first event ahead, so an error in the first line fails the call before it streams.
@@ -158,11 +155,6 @@ func (e *events) decode(line []byte) (*adaptor.Event, error) {
 		return nil, nil
 	}
 	e.ev = adaptor.Event{Choices: e.cb.Choices(d)}
-	if hasCalls {
-		// adaptor.Accumulator keeps tool-call id/name strings that point into Choices, which the
-		// ChunkBuilder reuses; a private copy for the (rare) tool-call chunk keeps them intact.
-		e.ev.Choices = bytes.Clone(e.ev.Choices)
-	}
 	if final && (promptCount.Exists() || evalCount.Exists()) {
 		p, c := int(promptCount.Int()), int(evalCount.Int())
 		e.ev.Usage, e.ev.HasUsage = adaptor.Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: p + c}, true
@@ -207,27 +199,19 @@ func (e *events) toolDeltas(tcs gjson.Result) []byte {
 			buf = append(buf, ',')
 		}
 		n++
-		buf = append(buf, `{"index":`...)
-		buf = strconv.AppendInt(buf, int64(e.calls), 10)
-		e.calls++
-		buf = append(buf, `,"id":`...)
-		if id.Type == gjson.String && id.Str != "" {
-			buf = adaptor.AppendJSONString(buf, id.Str)
-		} else {
-			buf = adaptor.AppendJSONString(buf, e.newID("call_"))
+		callID := id.Str // "" unless a non-empty string
+		if callID == "" {
+			callID = adaptor.NewToolCallID()
 		}
-		buf = append(buf, `,"type":"function","function":{"name":`...)
-		buf = adaptor.AppendJSONString(buf, name.String())
-		buf = append(buf, `,"arguments":`...)
+		arguments := "{}"
 		switch {
 		case args.Type == gjson.String:
-			buf = adaptor.AppendJSONString(buf, args.Str)
+			arguments = args.Str
 		case args.Exists() && args.Type != gjson.Null:
-			buf = adaptor.AppendJSONString(buf, args.Raw)
-		default:
-			buf = append(buf, `"{}"`...)
+			arguments = args.Raw
 		}
-		buf = append(buf, "}}"...)
+		buf = adaptor.AppendToolCallStart(buf, e.calls, callID, name.String(), arguments)
+		e.calls++
 		return true
 	})
 	buf = append(buf, ']')

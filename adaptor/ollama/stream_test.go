@@ -73,7 +73,7 @@ func render(t testing.TB, ev adaptor.Events) string {
 }
 
 func decodeAll(t testing.TB, data []byte, readSize int) string {
-	a := &Adaptor{newID: counterIDs()}
+	a := &Adaptor{newID: counterIDs(t)}
 	ev := a.newEvents(context.Background(), io.NopCloser(&chunked{data: data, n: readSize}))
 	defer ev.Close()
 	return render(t, ev)
@@ -121,7 +121,7 @@ func TestStreamAccumulates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &Adaptor{newID: counterIDs()}
+	a := &Adaptor{newID: counterIDs(t)}
 	ev := a.newEvents(context.Background(), io.NopCloser(&chunked{data: data, n: 3}))
 	comp, err := adaptor.Collect(ev, &adaptor.Request{Model: "qwen3", Body: []byte(`{"messages":[]}`)}, "chatcmpl-x", 1)
 	if err != nil {

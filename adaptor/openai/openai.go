@@ -66,17 +66,11 @@ func (a *Adaptor) post(ctx context.Context, ch *adaptor.Channel, req *adaptor.Re
 	return adaptor.Send(ctx, ch, hreq, ParseError)
 }
 
-// ParseError reads an OpenAI error body ({"error":{"message","type","code"}}).
+// ParseError reads an OpenAI error body ({"error":{"message","type","code"}}). The code is error.code
+// alone: OpenAI's type is a field of its own, and the relay derives it from the status.
 func ParseError(status int, body []byte) *adaptor.Error {
-	e := gjson.GetBytes(body, "error")
-	msg := e.Get("message").Str
-	if msg == "" && e.Type == gjson.String {
-		msg = e.Str
-	}
-	if msg == "" {
-		msg = gjson.GetBytes(body, "message").Str
-	}
-	return adaptor.UpstreamError(status, e.Get("code").String(), msg)
+	msg, _ := adaptor.ErrorMessage(body)
+	return adaptor.UpstreamError(status, gjson.GetBytes(body, "error.code").String(), msg)
 }
 
 // Complete sends a non-streaming request.
@@ -100,20 +94,8 @@ func (a *Adaptor) Complete(ctx context.Context, ch *adaptor.Channel, req *adapto
 		}
 		return nil, adaptor.UpstreamError(502, "bad_response", "answer is not a chat.completion")
 	}
-	usage := ParseUsage(gjson.GetBytes(out, "usage"))
+	usage := adaptor.ParseOpenAIUsage(gjson.GetBytes(out, "usage"))
 	return &adaptor.Completion{Body: out, Usage: usage}, nil
-}
-
-// ParseUsage reads an OpenAI usage object.
-func ParseUsage(u gjson.Result) adaptor.Usage {
-	if !u.IsObject() {
-		return adaptor.Usage{}
-	}
-	p, c, t := int(u.Get("prompt_tokens").Int()), int(u.Get("completion_tokens").Int()), int(u.Get("total_tokens").Int())
-	if t == 0 {
-		t = p + c
-	}
-	return adaptor.Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: t}
 }
 
 // Stream sends a streaming request and returns its chunks.
@@ -126,10 +108,10 @@ func (a *Adaptor) Stream(ctx context.Context, ch *adaptor.Channel, req *adaptor.
 	if err != nil {
 		return nil, err
 	}
-	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") {
+	if adaptor.IsJSONResponse(resp) {
 		// Some servers answer a stream request with a JSON error and status 200.
 		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		b, _ := adaptor.ReadErrorBody(resp.Body)
 		return nil, ParseError(502, b)
 	}
 	return NewEvents(ctx, resp.Body), nil
@@ -184,7 +166,7 @@ func (e *Events) decode(data []byte) (*adaptor.Event, error) {
 		e.ev.Choices = adaptor.StringBytes(res[0].Raw)
 	}
 	if res[1].IsObject() {
-		e.ev.Usage, e.ev.HasUsage = ParseUsage(res[1]), true
+		e.ev.Usage, e.ev.HasUsage = adaptor.ParseOpenAIUsage(res[1]), true
 	}
 	return &e.ev, nil
 }

@@ -52,7 +52,8 @@ func (d *decoder) decode(frame []byte) (ev *adaptor.Event, last bool, err error)
 	}
 	d.ev = adaptor.Event{Choices: d.b.Choices(delta)}
 	if f.usage.IsObject() {
-		d.ev.Usage, d.ev.HasUsage = parseUsage(f.usage), true
+		// payload.usage.text has OpenAI's field names; question_tokens is reserved and ignored.
+		d.ev.Usage, d.ev.HasUsage = adaptor.ParseOpenAIUsage(f.usage), true
 	}
 	if delta.Content != "" {
 		d.streamed = true
@@ -293,29 +294,14 @@ func (c *cursor) first(fn func()) {
 // toolCalls renders Spark's single function_call as an OpenAI tool_calls delta.
 func (d *decoder) toolCalls(fc gjson.Result) []byte {
 	args := fc.Get("arguments")
-	b := append(d.tools[:0], `[{"index":0,"id":`...)
-	b = adaptor.AppendJSONString(b, adaptor.NewID("call_"))
-	b = append(b, `,"type":"function","function":{"name":`...)
-	b = adaptor.AppendJSONString(b, fc.Get("name").Str)
-	b = append(b, `,"arguments":`...)
-	if args.Type == gjson.String {
-		b = adaptor.AppendJSONString(b, args.Str)
-	} else {
-		b = adaptor.AppendJSONString(b, args.Raw) // an object instead of the documented string
+	a := args.Str
+	if args.Type != gjson.String {
+		a = args.Raw // an object instead of the documented string
 	}
-	b = append(b, "}}]"...)
-	d.tools = b
-	return b
-}
-
-// parseUsage reads payload.usage.text; question_tokens is reserved and ignored.
-func parseUsage(u gjson.Result) adaptor.Usage {
-	p, c := int(u.Get("prompt_tokens").Int()), int(u.Get("completion_tokens").Int())
-	t := int(u.Get("total_tokens").Int())
-	if t == 0 {
-		t = p + c
-	}
-	return adaptor.Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: t}
+	b := append(d.tools[:0], '[')
+	b = adaptor.AppendToolCallStart(b, 0, adaptor.NewToolCallID(), fc.Get("name").Str, a)
+	d.tools = append(b, ']')
+	return d.tools
 }
 
 // Content-audit codes: input/output refused, conversation tending to violations.
