@@ -44,6 +44,7 @@ type Key struct {
 	Hash   string
 	Models []string // models the key may use; empty means all
 	Admin  bool     // may read operational endpoints
+	UserID int64    // the user whose sessions the key's conversations are logged to (0: none)
 	// Limits (0: none): requests and tokens per minute, concurrent streams, and a token quota of which
 	// UsedTokens are spent.
 	RPM, TPM, MaxStreams    int
@@ -94,6 +95,8 @@ type Store interface {
 	Keys
 	Logs
 	Jobs
+	Users
+	Sessions
 	// Stats reports the writer's counters.
 	Stats() WriterStats
 	// Close drains the write queue, commits it, and closes the database.

@@ -199,9 +199,9 @@ func (s *Store) CreateKey(ctx context.Context, k store.Key) (store.Key, error) {
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = time.Now()
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO keys(name, prefix, hash, models, admin, rpm, tpm, max_streams, quota_tokens, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		k.Name, k.Prefix, k.Hash, strings.Join(k.Models, ","), k.Admin, k.RPM, k.TPM, k.MaxStreams, k.QuotaTokens, k.CreatedAt.Unix())
+	res, err := s.db.ExecContext(ctx, `INSERT INTO keys(name, prefix, hash, models, admin, rpm, tpm, max_streams, quota_tokens, created_at, user_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		k.Name, k.Prefix, k.Hash, strings.Join(k.Models, ","), k.Admin, k.RPM, k.TPM, k.MaxStreams, k.QuotaTokens, k.CreatedAt.Unix(), k.UserID)
 	if err != nil {
 		return k, fmt.Errorf("store: create key: %w", err)
 	}
@@ -209,13 +209,13 @@ func (s *Store) CreateKey(ctx context.Context, k store.Key) (store.Key, error) {
 	return k, nil
 }
 
-const keyColumns = `id, name, prefix, hash, models, admin, rpm, tpm, max_streams, quota_tokens, used_tokens, created_at, revoked_at`
+const keyColumns = `id, name, prefix, hash, models, admin, rpm, tpm, max_streams, quota_tokens, used_tokens, created_at, revoked_at, user_id`
 
 func scanKey(row interface{ Scan(...any) error }) (store.Key, error) {
 	var k store.Key
 	var models string
 	var created, revoked int64
-	if err := row.Scan(&k.ID, &k.Name, &k.Prefix, &k.Hash, &models, &k.Admin, &k.RPM, &k.TPM, &k.MaxStreams, &k.QuotaTokens, &k.UsedTokens, &created, &revoked); err != nil {
+	if err := row.Scan(&k.ID, &k.Name, &k.Prefix, &k.Hash, &models, &k.Admin, &k.RPM, &k.TPM, &k.MaxStreams, &k.QuotaTokens, &k.UsedTokens, &created, &revoked, &k.UserID); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return k, store.ErrNotFound
 		}

@@ -51,20 +51,23 @@ func newWriter(db *sql.DB, opt Options) *writer {
 	return w
 }
 
-// enqueue hands an op to the writer. It only waits when the queue is full (back-pressure, counted).
-func (w *writer) enqueue(o op) {
+// enqueue hands ops to the writer, in order and all or none (a close cannot fall between them). It only
+// waits when the queue is full (back-pressure, counted).
+func (w *writer) enqueue(ops ...op) {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if w.closed {
-		w.failed.Add(1)
-		w.log.Error("store writer: write after close dropped", "stmt", o.stmt()[:20])
+		w.failed.Add(int64(len(ops)))
+		w.log.Error("store writer: write after close dropped", "stmt", ops[0].stmt()[:20], "rows", len(ops))
 		return
 	}
-	select {
-	case w.queue <- o:
-	default:
-		w.blocked.Add(1)
-		w.queue <- o
+	for _, o := range ops {
+		select {
+		case w.queue <- o:
+		default:
+			w.blocked.Add(1)
+			w.queue <- o
+		}
 	}
 }
 
