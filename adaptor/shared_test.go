@@ -335,3 +335,37 @@ func BenchmarkAppendJSONString(b *testing.B) {
 		buf = AppendJSONString(buf[:0], "It is a heron, standing in the shallow water. 它是一只鹭。")
 	}
 }
+
+// A line longer than MaxLine ends the stream with a 502 instead of being buffered without end.
+func TestLineReaderBoundsLineLength(t *testing.T) {
+	endless := io.MultiReader(strings.NewReader("data: "), &repeatReader{b: 'x', n: MaxLine + 1<<20})
+	_, _, err := NewSSEReader(endless).Next()
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Status != 502 || ae.Code != "upstream_line_too_long" {
+		t.Fatalf("err %v", err)
+	}
+	// A long line under the limit still passes.
+	long := strings.Repeat("y", 5<<20)
+	line, err := NewLineReader(strings.NewReader(long + "\n")).Next()
+	if err != nil || string(line) != long {
+		t.Fatalf("%d bytes, %v", len(line), err)
+	}
+}
+
+// repeatReader yields n copies of b.
+type repeatReader struct {
+	b byte
+	n int
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), r.n)
+	for i := range p[:n] {
+		p[i] = r.b
+	}
+	r.n -= n
+	return n, nil
+}

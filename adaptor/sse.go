@@ -8,8 +8,8 @@ import (
 )
 
 // SSEReader decodes a Server-Sent Events stream. Lines end in "\r\n", "\n" or a lone "\r", as the SSE
-// spec allows, and may be of any length (a 1 MiB data line passes); buffers are reused, so what Next
-// returns is only valid until the next call.
+// spec allows, and may be up to MaxLine long (a 1 MiB data line passes); buffers are reused, so what
+// Next returns is only valid until the next call.
 type SSEReader struct {
 	lines lineReader
 	data  []byte
@@ -27,7 +27,15 @@ func NewSSEReader(r io.Reader) *SSEReader {
 	return &SSEReader{lines: lineReader{r: bufio.NewReaderSize(r, StreamBufferSize), bareCR: true}}
 }
 
-// lineReader reads lines of any length. A line ends at "\n" (a "\r" before it is trimmed) and, when
+// MaxLine bounds one line of an upstream stream, as MaxAnswerBody bounds a whole non-stream answer: an
+// upstream that never ends a line cannot make the relay buffer without end.
+const MaxLine = MaxAnswerBody
+
+func errLineTooLong() *Error {
+	return UpstreamError(502, "upstream_line_too_long", "a line of the upstream's stream is longer than 64 MiB")
+}
+
+// lineReader reads lines of up to MaxLine bytes. A line ends at "\n" (a "\r" before it is trimmed) and, when
 // bareCR is set, at a lone "\r" too. A line that fits the buffer is returned in place; a longer one is
 // gathered in line, which is reused.
 type lineReader struct {
@@ -78,6 +86,14 @@ func (l *lineReader) next() ([]byte, error) {
 			if n == l.r.Size() { // a full buffer and no line end yet: keep it aside and read on
 				if !long {
 					l.line, long = l.line[:0], true
+				}
+				if len(l.line)+n > MaxLine {
+					return nil, errLineTooLong()
+				}
+				if need := len(l.line) + n; need > cap(l.line) {
+					// Double, as append grows large slices by only a quarter: a 64 MiB line would
+					// otherwise allocate five times its size on the way.
+					l.line = append(make([]byte, 0, min(max(need, 2*cap(l.line)), MaxLine)), l.line...)
 				}
 				l.line = append(l.line, b...)
 				l.r.Discard(n)
@@ -171,7 +187,7 @@ func (s *SSEReader) Next() (event, data []byte, err error) {
 	}
 }
 
-// LineReader reads newline-delimited records (NDJSON) of any length, skipping blank lines. Only "\n"
+// LineReader reads newline-delimited records (NDJSON) of up to MaxLine bytes, skipping blank lines. Only "\n"
 // ends a record ("\r\n" too); a lone "\r" is JSON whitespace and stays in the line.
 type LineReader struct {
 	lines lineReader
