@@ -58,6 +58,7 @@ func Send(ctx context.Context, ch *Channel, req *http.Request, parse ErrorParser
 		return nil, TransportError(ctx, err)
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		resp.Body = guardAnswer(ctx, resp.Body)
 		return resp, nil
 	}
 	body, _ := ReadErrorBody(resp.Body)

@@ -74,24 +74,26 @@ func newBreaker(threshold int, cooldown time.Duration) *breaker {
 	return &breaker{threshold: threshold, cooldown: cooldown, backoff: cooldown}
 }
 
-// allow reports whether a request may go to the channel now; a half-open channel admits one probe.
-func (b *breaker) allow(now time.Time) bool {
+// allow reports whether a request may go to the channel now, and whether it is the half-open probe: a
+// half-open channel admits one probe, and only that probe's outcome may close or reopen it.
+func (b *breaker) allow(now time.Time) (ok, probe bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch b.state {
 	case stateOpen:
 		if now.Before(b.openUntil) {
-			return false
+			return false, false
 		}
 		b.state = stateHalfOpen
 		fallthrough
 	case stateHalfOpen:
 		if b.probing {
-			return false
+			return false, false
 		}
 		b.probing = true
+		return true, true
 	}
-	return true
+	return true, false
 }
 
 // healthy reports whether the channel is closed or due for a probe (no state change).
@@ -101,7 +103,10 @@ func (b *breaker) healthy(now time.Time) bool {
 	return b.state == stateClosed || (b.state == stateOpen && !now.Before(b.openUntil)) || (b.state == stateHalfOpen && !b.probing)
 }
 
-func (b *breaker) success(latency time.Duration) {
+// success records a call that answered. While the circuit is open or half-open, only the probe's success
+// closes it: a call admitted before the trip (or sent to an open channel as the last candidate) that
+// answers late says little about the channel now, and must not cut its cool-down short.
+func (b *breaker) success(latency time.Duration, probe bool) {
 	b.requests.Add(1)
 	b.observe(false)
 	if old := b.latencyEWMA.Load(); old == 0 {
@@ -110,9 +115,15 @@ func (b *breaker) success(latency time.Duration) {
 		b.latencyEWMA.Store(old + (int64(latency)-old)/8)
 	}
 	b.mu.Lock()
-	b.record(false)
-	b.state, b.fails, b.probing, b.backoff = stateClosed, 0, false, b.cooldown
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	switch {
+	case probe && b.state == stateHalfOpen:
+		b.state, b.fails, b.probing, b.backoff = stateClosed, 0, false, b.cooldown
+		b.record(false)
+	case b.state == stateClosed:
+		b.fails = 0
+		b.record(false)
+	}
 }
 
 // record adds an outcome to the window (b.mu held).
@@ -136,26 +147,34 @@ func (b *breaker) open(now time.Time) {
 	b.window, b.windowN, b.windowAt, b.windowFails = [BreakerWindow]bool{}, 0, 0, 0
 }
 
-func (b *breaker) failure(now time.Time) {
+// failure records a call that failed in a way that says the channel is unwell. A failed probe reopens the
+// circuit with the cool-down doubled; other failures only count while it is closed.
+func (b *breaker) failure(now time.Time, probe bool) {
 	b.requests.Add(1)
 	b.failures.Add(1)
 	b.observe(true)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.fails++
-	b.record(true)
 	switch {
-	case b.state == stateHalfOpen:
+	case probe && b.state == stateHalfOpen:
+		b.fails++
 		b.backoff = min(b.backoff*2, BreakerMaxCooldown)
 		b.open(now)
-	case b.state == stateClosed && (b.fails >= b.threshold || (b.windowN >= BreakerMinSamples && 2*b.windowFails >= b.windowN)):
-		b.open(now)
+	case b.state == stateClosed:
+		b.fails++
+		b.record(true)
+		if b.fails >= b.threshold || (b.windowN >= BreakerMinSamples && 2*b.windowFails >= b.windowN) {
+			b.open(now)
+		}
 	}
 }
 
-// release ends a call that said nothing about the channel's health (a client error, a cancel): a
-// half-open probe slot is freed for the next request.
-func (b *breaker) release() {
+// release ends a call that said nothing about the channel's health (a client error, a cancel): if it
+// was the half-open probe, the probe slot is freed for the next request.
+func (b *breaker) release(probe bool) {
+	if !probe {
+		return
+	}
 	b.mu.Lock()
 	b.probing = false
 	b.mu.Unlock()

@@ -43,6 +43,7 @@ type Call struct {
 	busy        bool      // a candidate was skipped for being at its concurrency limit
 	ownKey      bool      // the surface chose the upstream key (a workflow's app key)
 	keyIdx      int       // index in ch.Keys of the key this attempt uses; -1: none chosen here
+	probe       bool      // this attempt is its channel's half-open probe
 }
 
 // NewCall starts the accounting for a request.
@@ -60,13 +61,15 @@ func (co *Core) Complete(ctx context.Context, call *Call) (*adaptor.Completion, 
 			continue
 		}
 		cctx, cancel := adaptor.WithTimeout(ctx, ch.Channel)
+		cctx, idle := adaptor.WithIdleGuard(cctx, ch.IdleTimeout)
 		comp, err := ch.Adaptor.Complete(cctx, ch.Channel, call.Req)
+		idle.Stop()
 		cancel()
 		if err == nil {
 			co.attemptOK(call)
 			return comp, nil
 		}
-		last = adaptor.AsError(err)
+		last = idle.Err(adaptor.AsError(err))
 		if co.attemptFailed(call, last) {
 			i-- // the same channel again, with its next key
 		}
@@ -93,8 +96,8 @@ func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adapto
 			continue
 		}
 		cctx, cancel := adaptor.WithTimeout(ctx, ch.Channel)
-		up := &upstream{cancel: cancel, idle: ch.IdleTimeout}
-		up.arm()
+		up := &upstream{cancel: cancel, idle: adaptor.NewIdleGuard(ch.IdleTimeout, cancel)}
+		up.idle.Arm()
 		ev, err := ch.Adaptor.Stream(cctx, ch.Channel, call.Req)
 		if err == nil {
 			up.Events = ev
@@ -107,9 +110,9 @@ func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adapto
 			ev.Close()
 			err = ferr
 		}
-		up.stop()
+		up.idle.Pause()
 		cancel()
-		last = up.idleError(adaptor.AsError(err))
+		last = up.idle.Err(adaptor.AsError(err))
 		if co.attemptFailed(call, last) {
 			i-- // the same channel again, with its next key
 		}
@@ -130,10 +133,12 @@ func (co *Core) use(call *Call, ch *Channel, last bool) bool {
 		call.busy = true // at its max_concurrency: never exceeded, even for the last candidate
 		return false
 	}
-	if !ch.breaker.allow(time.Now()) && !last {
+	ok, probe := ch.breaker.allow(time.Now())
+	if !ok && !last {
 		ch.releaseSlot()
 		return false
 	}
+	call.probe = probe
 	call.Attempts++
 	call.Channel = ch.Name
 	call.Req.UpstreamModel = ch.UpstreamModel(call.Req.Model)
@@ -149,7 +154,8 @@ func (co *Core) use(call *Call, ch *Channel, last bool) bool {
 
 // attemptOK records that the channel answered (for a stream: its first event arrived).
 func (co *Core) attemptOK(call *Call) {
-	call.ch.breaker.success(time.Since(call.attemptFrom))
+	call.ch.breaker.success(time.Since(call.attemptFrom), call.probe)
+	call.probe = false // the probe's verdict is in: a stream that breaks later counts as any failure
 }
 
 // attemptFailed records a failed attempt: failures that say the channel is unwell count toward its
@@ -167,12 +173,13 @@ func (co *Core) attemptFailed(call *Call, e *adaptor.Error) (sameAgain bool) {
 		call.ch.markKeyBad(call.keyIdx, now)
 		e.Retryable = true
 		sameAgain = call.ch.badKeys(now) < len(call.ch.Keys)
-		b.release()
+		b.release(call.probe)
 	case e.Retryable && e.Status != 499:
-		b.failure(time.Now())
+		b.failure(time.Now(), call.probe)
 	default:
-		b.release()
+		b.release(call.probe)
 	}
+	call.probe = false
 	co.metrics.attemptFailed(call.ch.Name, e.Status)
 	call.ch = nil
 	return sameAgain
@@ -194,7 +201,7 @@ func (co *Core) Finish(call *Call) {
 		call.ch.breaker.inflight.Add(-1)
 		call.ch.releaseSlot()
 		if e := call.Err; e != nil && e.Retryable && e.Status != 499 {
-			call.ch.breaker.failure(time.Now())
+			call.ch.breaker.failure(time.Now(), false)
 		}
 		call.ch = nil
 	}
@@ -235,45 +242,16 @@ func modelNotFound(model string) *adaptor.Error {
 type upstream struct {
 	adaptor.Events
 	cancel   context.CancelFunc
-	idle     time.Duration
-	timer    *time.Timer
-	idled    atomic.Bool
+	idle     *adaptor.IdleGuard
 	first    *adaptor.Event
 	firstErr error
 	held     bool
 }
 
-// arm starts (or restarts) the idle timer: when it fires the upstream call is cancelled.
-func (u *upstream) arm() {
-	if u.idle <= 0 {
-		return
-	}
-	if u.timer == nil {
-		u.timer = time.AfterFunc(u.idle, func() { u.idled.Store(true); u.cancel() })
-		return
-	}
-	u.timer.Reset(u.idle)
-}
-
-func (u *upstream) stop() {
-	if u.timer != nil {
-		u.timer.Stop()
-	}
-}
-
 func (u *upstream) next() (*adaptor.Event, error) {
 	ev, err := u.Events.Next()
-	u.stop()
+	u.idle.Pause()
 	return ev, err
-}
-
-// idleError turns the error of a call cut by the idle timer into a 504 that says so.
-func (u *upstream) idleError(e *adaptor.Error) *adaptor.Error {
-	if !u.idled.Load() {
-		return e
-	}
-	return &adaptor.Error{Status: 504, Type: adaptor.TypeTimeout, Code: "upstream_idle_timeout", Retryable: true,
-		Message: "upstream sent nothing for " + u.idle.String()}
 }
 
 func (u *upstream) Next() (*adaptor.Event, error) {
@@ -281,13 +259,13 @@ func (u *upstream) Next() (*adaptor.Event, error) {
 		u.held = false
 		return u.first, u.firstErr
 	}
-	if u.idled.Load() {
-		return nil, u.idleError(nil)
+	if u.idle.Fired() {
+		return nil, u.idle.Err(nil)
 	}
-	u.arm()
+	u.idle.Arm()
 	ev, err := u.next()
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, u.idleError(adaptor.AsError(err))
+		return nil, u.idle.Err(adaptor.AsError(err))
 	}
 	return ev, err
 }
@@ -299,7 +277,7 @@ func (u *upstream) Pending() bool {
 }
 
 func (u *upstream) Close() error {
-	u.stop()
+	u.idle.Pause()
 	err := u.Events.Close()
 	u.cancel()
 	return err

@@ -182,7 +182,8 @@ func (a *Adaptor) Complete(ctx context.Context, ch *adaptor.Channel, req *adapto
 	if err != nil {
 		return nil, err
 	}
-	return adaptor.Collect(events, req, adaptor.NewID("chatcmpl-"), time.Now().Unix())
+	// The idle timeout bounds each wait for a frame, as it does for a stream.
+	return adaptor.Collect(adaptor.GuardEvents(ctx, events), req, adaptor.NewID("chatcmpl-"), time.Now().Unix())
 }
 
 // Stream opens the signed socket, sends the request frame and returns the answer frames as chunks.
