@@ -109,6 +109,11 @@ func openStore(cfg *relay.Config, log *slog.Logger) (*sqlite.Store, error) {
 }
 
 func serve(cfg *relay.Config, cfgPath string, log *slog.Logger) error {
+	// Signals are caught from the start: one that arrives while the relay opens its store or right after
+	// it says it listens is handled below (a graceful stop, or a reload), not the default death.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
 	channels, err := cfg.BuildChannels(kinds.All())
 	if err != nil {
 		return err
@@ -131,8 +136,6 @@ func serve(cfg *relay.Config, cfgPath string, log *slog.Logger) error {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	changed := watchConfig(cfgPath, log)
 	for err == nil {
 		select {
