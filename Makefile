@@ -5,7 +5,7 @@ CONFIG  ?= config.yaml
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: run build test vet fmt-check bench-smoke bench bench-quick ci clean
+.PHONY: run build test test-race vet fmt-check bench-smoke bench bench-quick ci clean
 
 # Build and start the relay on 127.0.0.1:8080 with config.yaml (demo upstream on, SQLite under ./data).
 run: build
@@ -18,6 +18,11 @@ build:
 # Every test, including fuzz seed corpora; no outside services.
 test:
 	$(GO) test -count=1 ./...
+
+# The fault, breaker, failover and disconnect tests under the race detector (needs cgo and a C compiler;
+# the relay package's -race build takes a few minutes on a cold cache).
+test-race:
+	$(GO) test -race -count=1 -run 'Fault|Breaker|Failover|Idle|FirstFrame|Disconnect' ./relay/
 
 vet:
 	$(GO) vet ./...
