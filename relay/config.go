@@ -28,6 +28,7 @@ type Config struct {
 	// tunes the delivery of asynchronous (is_batch) results.
 	Workflows WorkflowsConfig `mapstructure:"workflows"`
 	Callbacks CallbacksConfig `mapstructure:"callbacks"`
+	Sessions  SessionsConfig  `mapstructure:"sessions"` // session surface (session_config.go)
 }
 
 // WorkflowsConfig configures the workflow surface and the asynchronous job pool.
@@ -96,6 +97,7 @@ type AuthConfig struct {
 	// KeyCacheTTL is how long a looked-up key is trusted without asking the store again; a key revoked
 	// from another process stops working within this time.
 	KeyCacheTTL time.Duration `mapstructure:"key_cache_ttl"`
+	JWT         JWTConfig     `mapstructure:",squash"` // auth.jwt_secret, auth.token_ttl (jwt.go)
 }
 
 // StoreConfig selects and tunes the store.
