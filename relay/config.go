@@ -29,6 +29,9 @@ type Config struct {
 	Workflows WorkflowsConfig `mapstructure:"workflows"`
 	Callbacks CallbacksConfig `mapstructure:"callbacks"`
 	Sessions  SessionsConfig  `mapstructure:"sessions"` // session surface (session_config.go)
+
+	// Strategy surface: top-level strategies, instructions, credit_groups, bp_app_id (strategy_config.go).
+	StrategySurfaceConfig `mapstructure:",squash"`
 }
 
 // WorkflowsConfig configures the workflow surface and the asynchronous job pool.
@@ -241,7 +244,10 @@ func (c *Config) validate() error {
 			return fmt.Errorf("%s.weight must not be negative", where)
 		}
 	}
-	return c.validateWorkflows()
+	if err := c.validateWorkflows(); err != nil {
+		return err
+	}
+	return c.validateStrategies()
 }
 
 func (c *Config) validateWorkflows() error {

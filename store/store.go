@@ -97,6 +97,8 @@ type Store interface {
 	Jobs
 	Users
 	Sessions
+	Credits
+	TurnCounts
 	// Stats reports the writer's counters.
 	Stats() WriterStats
 	// Close drains the write queue, commits it, and closes the database.
