@@ -65,7 +65,12 @@ func (s *Server) accessLog() gin.HandlerFunc {
 func (s *Server) track() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		s.inflight.Add(1)
-		defer s.inflight.Done()
+		s.active.Add(1)
+		s.seen.Store(true)
+		defer func() {
+			s.active.Add(-1)
+			s.inflight.Done()
+		}()
 		c.Next()
 	}
 }

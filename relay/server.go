@@ -37,6 +37,8 @@ type Server struct {
 	baseCtx  context.Context
 	cancel   context.CancelFunc
 	inflight sync.WaitGroup
+	active   atomic.Int64 // requests in flight, for the memory release
+	seen     atomic.Bool  // a request arrived since the memory release last looked
 }
 
 func init() { gin.SetMode(gin.ReleaseMode) }
@@ -100,6 +102,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		BaseContext:       func(net.Listener) context.Context { return s.baseCtx },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	go releaseMemoryWhenIdle(s.baseCtx, memoryCheckInterval, func() bool { return s.active.Load() == 0 }, func() bool { return s.seen.Swap(false) })
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
