@@ -22,6 +22,7 @@ func (s *Server) Reload(cfg *Config, channels []*Channel) {
 	router := NewRouter(channels)
 	wf := buildWorkflows(cfg, channels, s.log)
 	s.workflows.Store(&wf)
+	s.bp.Store(cfg.bpTablesOf())
 	s.core.router.Store(router)
 	s.core.metrics.setServed(router)
 	s.core.metrics.setChannels(router, channels)

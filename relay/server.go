@@ -33,6 +33,9 @@ type Server struct {
 	workflows atomic.Pointer[map[string]*workflow]
 	runner    *jobRunner
 
+	// bp is the strategy surface's compiled strategies, instructions and credit groups (bp.go).
+	bp atomic.Pointer[bpTables]
+
 	http     *http.Server
 	baseCtx  context.Context
 	cancel   context.CancelFunc
@@ -59,6 +62,7 @@ func NewServer(cfg *Config, st store.Store, channels []*Channel, log *slog.Logge
 	s.core.metrics = newMetrics(s.core.router.Load(), channels, st)
 	wf := buildWorkflows(cfg, channels, log)
 	s.workflows.Store(&wf)
+	s.bp.Store(cfg.bpTablesOf())
 	s.runner = newJobRunner(s)
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
@@ -82,6 +86,7 @@ func NewServer(cfg *Config, st store.Store, channels []*Channel, log *slog.Logge
 	v1.GET("/models", s.listModels)
 	v1.GET("/models/:model", s.getModel)
 	v1.GET("/relay/channels", s.listChannels)
+	s.bpRoutes(e)
 	s.engine = e
 	s.runner.start()
 	return s

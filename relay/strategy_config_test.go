@@ -37,8 +37,8 @@ func TestStrategyTemplateRendersNestedAndExactNumbers(t *testing.T) {
 func TestStrategyTemplateMissingKeysNameTheParameter(t *testing.T) {
 	st := mustTmpl(t, `Patient age {{ .patient.age }}.`)
 	for _, tc := range []struct{ params, want string }{
-		{`{}`, "parameters.patient.age"},                                  // parent missing
-		{`{"patient":{"gender":"f"}}`, "parameters.patient.age"},          // leaf missing
+		{`{}`, "parameters.patient.age"},                                 // parent missing
+		{`{"patient":{"gender":"f"}}`, "parameters.patient.age"},         // leaf missing
 		{`{"patient":"just a string"}`, "parameters.patient.age cannot"}, // wrong type
 	} {
 		params, _ := decodeParams(tc.params)
