@@ -125,6 +125,11 @@ func (s *Server) jwtAuth(fail AuthErrorWriter) gin.HandlerFunc {
 			return
 		}
 		tok, ok := bearer(c.GetHeader("Authorization"))
+		if !ok && isWebSocketUpgrade(c.Request) {
+			// Browsers cannot set headers on a WebSocket: the token may come as ?token=.
+			tok = c.Query("token")
+			ok = tok != ""
+		}
 		if !ok {
 			fail(c, http.StatusUnauthorized, "missing_token", "send a token as Authorization: Bearer <jwt>")
 			c.Abort()
@@ -183,4 +188,8 @@ func writeCodeMsg(c *gin.Context, status int, _ string, msg string) {
 	b = append(b, `,"msg":`...)
 	b = adaptor.AppendJSONString(b, strings.TrimSpace(msg))
 	c.Data(status, "application/json", append(b, '}'))
+}
+
+func isWebSocketUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
 }

@@ -91,6 +91,10 @@ func (s *Server) serveChat(c *gin.Context, co *Core, call *Call,
 		}
 	}()
 	defer co.Finish(call)
+	var answer []byte // for the key's user's sessions (session_log.go): queued, never written here
+	if s.sessionLogging(key) {
+		defer func() { s.logConversation(c, key, call, answer, call.Req.Stream) }()
+	}
 	req, ctx := call.Req, c.Request.Context()
 	if !req.Stream {
 		comp, aerr := co.Complete(ctx, call)
@@ -100,7 +104,7 @@ func (s *Server) serveChat(c *gin.Context, co *Core, call *Call,
 			return
 		}
 		out := body(comp, req)
-		call.Usage, call.Status = comp.Usage, http.StatusOK
+		call.Usage, call.Status, answer = comp.Usage, http.StatusOK, out
 		c.Data(http.StatusOK, "application/json", out)
 		return
 	}
@@ -116,6 +120,9 @@ func (s *Server) serveChat(c *gin.Context, co *Core, call *Call,
 	res := co.Pump(events, framing(c.Writer, req), c.Writer, req, call.Start)
 	defer res.Release()
 	call.Status, call.TTFB, call.Usage, call.Err = http.StatusOK, res.TTFB, res.Usage, res.Err
+	if s.sessionLogging(key) {
+		answer = bytes.Clone(*res.Answer) // res.Answer goes back to its pool first
+	}
 }
 
 func openAIFraming(w io.Writer, req *adaptor.Request) Framer { return newOpenAIFramer(w, req) }

@@ -86,6 +86,7 @@ func NewServer(cfg *Config, st store.Store, channels []*Channel, log *slog.Logge
 	v1.GET("/models", s.listModels)
 	v1.GET("/models/:model", s.getModel)
 	v1.GET("/relay/channels", s.listChannels)
+	s.startSessions(e) // session surface under /v1/chat with JWT auth (session.go)
 	s.bpRoutes(e)
 	s.engine = e
 	s.runner.start()

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 )
 
@@ -178,4 +179,18 @@ type Sessions interface {
 
 	// LogConversation queues a conversation turn for the async writer (never blocks on the database).
 	LogConversation(c Conversation)
+}
+
+// TitleFrom makes a session title from a first question: one line, trimmed, at most 64 characters.
+func TitleFrom(q string) string { return clip(q, 64) }
+
+// AbstractFrom makes a session abstract from a first answer: one line, trimmed, at most 120 characters.
+func AbstractFrom(a string) string { return clip(a, 120) }
+
+func clip(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
 }

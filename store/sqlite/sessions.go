@@ -461,27 +461,13 @@ func (s *Store) LogConversation(c store.Conversation) {
 	}
 	abstract := ""
 	if r.Status == store.StatusSuccess {
-		abstract = Abstract(r.AnswerText)
+		abstract = store.AbstractFrom(r.AnswerText)
 	}
 	s.w.enqueue(
-		sessionUpsertOp{userID: c.UserID, module: c.Module, typ: c.Type, extID: c.ExtID, title: Title(c.Title),
+		sessionUpsertOp{userID: c.UserID, module: c.Module, typ: c.Type, extID: c.ExtID, title: store.TitleFrom(c.Title),
 			abstract: abstract, modelID: r.ModelID, at: r.CreatedAt.UnixMilli()},
 		recordInsertOp{r: r, userID: c.UserID, module: c.Module, extID: c.ExtID},
 	)
-}
-
-// Title is a session title made from a first question: trimmed, one line, at most 64 characters.
-func Title(q string) string { return clip(q, 64) }
-
-// Abstract is a session abstract made from a first answer: trimmed, one line, at most 120 characters.
-func Abstract(a string) string { return clip(a, 120) }
-
-func clip(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if r := []rune(s); len(r) > n {
-		return string(r[:n]) + "…"
-	}
-	return s
 }
 
 // sessionUpsertOp creates the session of an external key on first use; later turns refresh updated_at
