@@ -41,10 +41,15 @@ const usage = `usage: relay [-config FILE] <command> [args]
 
 commands:
   serve                          start the relay (the default)
-  keys create --name NAME [--models a,b] [--admin] [--rpm N] [--tpm N] [--max-streams N] [--quota TOKENS]
+  keys create --name NAME [--models a,b] [--admin] [--rpm N] [--tpm N] [--max-streams N] [--quota TOKENS] [--user NAME|ID]
                                  create a relay key and print it once
   keys list                      list keys (never their secrets)
   keys revoke NAME|ID            revoke a key
+  users create --name NAME [--admin]
+                                 create a user (session surface; --admin: data management)
+  users list                     list users
+  token issue --user NAME|ID [--ttl 24h]
+                                 print a JWT for the user (needs auth.jwt_secret / RELAY_JWT_SECRET)
   migrate                        apply database migrations
   version                        print the version
 `
@@ -80,6 +85,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return serve(cfg, *cfgPath, log)
 	case "keys":
 		return keys(cfg, log, rest, stdout)
+	case "users":
+		return users(cfg, log, rest, stdout)
+	case "token":
+		return token(cfg, log, rest, stdout)
 	case "migrate":
 		st, err := sqlite.Open(cfg.Store.Path, sqlite.Options{Logger: log})
 		if err != nil {
@@ -188,6 +197,7 @@ func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) 
 		tpm := fs.Int("tpm", 0, "tokens per minute (0: no limit)")
 		streams := fs.Int("max-streams", 0, "concurrent streams (0: no limit)")
 		quota := fs.Int64("quota", 0, "total tokens the key may spend (0: no limit)")
+		owner := fs.String("user", "", "user (name or id) whose sessions the key's conversations are logged to")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -203,6 +213,13 @@ func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) 
 		}
 		k := store.Key{Name: *name, Prefix: secret[:12], Hash: relay.HashKey(secret), Admin: *admin,
 			RPM: *rpm, TPM: *tpm, MaxStreams: *streams, QuotaTokens: *quota}
+		if *owner != "" {
+			u, err := findUser(ctx, st, *owner)
+			if err != nil {
+				return fmt.Errorf("keys create: %w", err)
+			}
+			k.UserID = u.ID
+		}
 		if *models != "" {
 			for _, m := range strings.Split(*models, ",") {
 				if m = strings.TrimSpace(m); m != "" {
