@@ -159,3 +159,20 @@ instructions:
 		}
 	}
 }
+
+// The repo's config.yaml carries a runnable strategy and instruction on the demo model.
+func TestStrategyRepoConfig(t *testing.T) {
+	cfg, err := LoadConfig("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := cfg.bpTablesOf()
+	st, in := tb.strategies["free-normal"], tb.instructions["test"]
+	if st == nil || st.model != "demo" || !st.history || st.turns != 10 || st.cost != 1 || in == nil || in.maxTokens != 1000 {
+		t.Fatalf("strategies %+v instructions %+v", tb.strategies, tb.instructions)
+	}
+	params, _ := decodeParams(`{"example_string":"a guide","example_object":{"key":"Go","key2":"tests"}}`)
+	if got, err := render(st.system, params); err != nil || got != "现在你扮演 a guide, 告诉我如何使用 Go 完成 tests。" {
+		t.Fatalf("%q %v", got, err)
+	}
+}
