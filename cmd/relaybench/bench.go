@@ -44,7 +44,28 @@ func (c cell) String() string {
 }
 
 // laneNames are measured in this order in every round, so slow drift of the machine hits all lanes alike.
-var laneNames = []string{"direct", "floor", "relay"}
+// "relay" is the passthrough lane (OpenAI in, OpenAI out); "translate" sends the same OpenAI request
+// through the relay to the Hunyuan-shaped mock, so the relay translates it both ways.
+var laneNames = []string{"direct", "floor", "relay", "translate"}
+
+// laneProc is the process role whose CPU a lane's proxy column shows ("" for direct: no proxy).
+func laneProc(lane string) string {
+	switch lane {
+	case "direct":
+		return ""
+	case "translate":
+		return "relay"
+	}
+	return lane
+}
+
+// laneMock is the mock role that answers a lane.
+func laneMock(lane string) string {
+	if lane == "translate" {
+		return "mock-hunyuan"
+	}
+	return "mock"
+}
 
 // runStats is one lane's run of one cell in one round, reduced to the figures the report uses.
 type runStats struct {
@@ -80,6 +101,7 @@ type bench struct {
 	mock    *proc
 	slow    *proc
 	slowFlr *proc
+	hunyuan *proc
 	key     string
 	targets map[string]target
 	pids    map[string]string // process role → /proc entry, for CPU accounting
@@ -95,7 +117,7 @@ type bench struct {
 	elapsed       time.Duration
 }
 
-// setup builds the relay (unless given) and starts mock, slow mock, floors and relay.
+// setup builds the relay (unless given) and starts mock, slow mock, Hunyuan-shaped mock, floors and relay.
 func (b *bench) setup(ctx context.Context) error {
 	var err error
 	if b.dir, err = os.MkdirTemp("", "relaybench-"); err != nil {
@@ -126,7 +148,10 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.slowFlr, err = startHelper("floor-slow", b.dir, "floor", "-upstream", b.slow.url); err != nil {
 		return err
 	}
-	if b.relay, b.key, err = startRelay(ctx, bin, b.dir, b.mock.url, b.slow.url); err != nil {
+	if b.hunyuan, err = startHelper("mock-hunyuan", b.dir, "mock-hunyuan", b.cfg.mock.args()...); err != nil {
+		return err
+	}
+	if b.relay, b.key, err = startRelay(ctx, bin, b.dir, b.mock.url, b.slow.url, b.hunyuan.url); err != nil {
 		return err
 	}
 	if m, err := readMem(b.relay.pid()); err == nil {
@@ -134,21 +159,23 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	const path = "/v1/chat/completions"
 	b.targets = map[string]target{
-		"direct": {name: "direct", url: b.mock.url + path, key: "sk-mock"},
-		"floor":  {name: "floor", url: b.floor.url + path, key: "sk-mock"},
-		"relay":  {name: "relay", url: b.relay.url + path, key: b.key},
+		"direct":    {name: "direct", url: b.mock.url + path, key: "sk-mock", model: mockModel},
+		"floor":     {name: "floor", url: b.floor.url + path, key: "sk-mock", model: mockModel},
+		"relay":     {name: "relay", url: b.relay.url + path, key: b.key, model: mockModel},
+		"translate": {name: "translate", url: b.relay.url + path, key: b.key, model: hunyuanModel},
 	}
 	b.pids = map[string]string{
 		"relay": strconv.Itoa(b.relay.pid()), "floor": strconv.Itoa(b.floor.pid()),
 		"mock": strconv.Itoa(b.mock.pid()), "loadgen": "self",
 		"mock-slow": strconv.Itoa(b.slow.pid()), "floor-slow": strconv.Itoa(b.slowFlr.pid()),
+		"mock-hunyuan": strconv.Itoa(b.hunyuan.pid()),
 	}
 	return nil
 }
 
 // teardown stops the children (relay first, so it drains its log rows) and removes the temp dir.
 func (b *bench) teardown() {
-	for _, p := range []*proc{b.relay, b.floor, b.slowFlr, b.mock, b.slow} {
+	for _, p := range []*proc{b.relay, b.floor, b.slowFlr, b.mock, b.slow, b.hunyuan} {
 		p.stop()
 	}
 	if b.dir == "" {
@@ -191,8 +218,9 @@ func (b *bench) run(ctx context.Context) error {
 	// Warm-up: connection pools, the relay's key cache and prepared statements, page faults.
 	for _, name := range laneNames {
 		for _, stream := range []bool{false, true} {
-			spec := loadSpec{stream: stream, conc: maxConc, n: b.cfg.warmup, max: b.cfg.laneMax, body: chatBody(mockModel, stream)}
-			if r := runLoad(ctx, client, b.targets[name], spec); r.ok == 0 && r.errs > 0 {
+			t := b.targets[name]
+			spec := loadSpec{stream: stream, conc: maxConc, n: b.cfg.warmup, max: b.cfg.laneMax, body: chatBody(t.model, stream)}
+			if r := runLoad(ctx, client, t, spec); r.ok == 0 && r.errs > 0 {
 				return fmt.Errorf("warm-up on %s failed: %s", name, r.firstErr)
 			}
 		}
@@ -239,7 +267,7 @@ func (b *bench) run(ctx context.Context) error {
 func (b *bench) measure(ctx context.Context, client *http.Client, t target, c cell) runStats {
 	before, busy0 := b.cpuSnapshot(), machineBusySafe()
 	start := time.Now()
-	spec := loadSpec{stream: c.stream, conc: c.conc, n: b.cfg.requests, max: b.cfg.laneMax, body: chatBody(mockModel, c.stream)}
+	spec := loadSpec{stream: c.stream, conc: c.conc, n: b.cfg.requests, max: b.cfg.laneMax, body: chatBody(t.model, c.stream)}
 	r := runLoad(ctx, client, t, spec)
 	time.Sleep(b.cfg.settle)
 	after, busy1 := b.cpuSnapshot(), machineBusySafe()

@@ -32,6 +32,19 @@ func runMock(args []string, stdout io.Writer) error {
 	return serveChild(*addr, newMock(opt), stdout)
 }
 
+// runHunyuanMock is `relaybench mock-hunyuan`: the fast Hunyuan-shaped upstream of the translation lane,
+// with the same knobs as the OpenAI mock.
+func runHunyuanMock(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("mock-hunyuan", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:0", "listen address")
+	var opt mockOptions
+	opt.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return serveChild(*addr, newHunyuanMock(opt), stdout)
+}
+
 // runFloor is `relaybench floor`: the least any proxy must do, a bare ReverseProxy with no auth,
 // rewriting or logging. The relay's overhead is judged against it as well as against direct calls.
 func runFloor(args []string, stdout io.Writer) error {

@@ -14,11 +14,13 @@ import (
 	"time"
 )
 
-// target is one way to reach the mock: directly, through the floor proxy, or through the relay.
+// target is one way to reach a mock: directly, through the floor proxy, or through the relay (whose
+// model picks the mock: bench → the OpenAI mock, bench-hunyuan → the Hunyuan-shaped one).
 type target struct {
-	name string
-	url  string // chat completions URL
-	key  string
+	name  string
+	url   string // chat completions URL
+	key   string
+	model string // the request's model
 }
 
 // loadSpec is one measured run: n requests (or until max elapses) over conc connections.

@@ -1,13 +1,14 @@
 // Command relaybench measures what the relay adds on top of its upstream: it starts a fast mock
-// upstream, a bare reverse proxy (the floor) and the relay as separate processes, drives the same load
-// through each in alternating rounds, and reports throughput, latency, CPU per request (from /proc)
-// and memory under many slow streams as a Markdown table (stdout and bench/results/<date>.md).
+// upstream (OpenAI-compatible, and a Hunyuan-shaped one for the translation lane), a bare reverse proxy
+// (the floor) and the relay as separate processes, drives the same load through each in alternating
+// rounds, and reports throughput, latency, CPU per request (from /proc) and memory under many slow
+// streams as a Markdown table (stdout and bench/results/<date>.md).
 //
 //	go run ./cmd/relaybench            # full run
 //	go run ./cmd/relaybench -quick     # CI smoke test, well under a minute once the relay is built
 //
-// `relaybench mock` and `relaybench floor` are the child processes it starts; they are not meant to be
-// run by hand, but may be (for pprof or curl experiments).
+// `relaybench mock`, `relaybench mock-hunyuan` and `relaybench floor` are the child processes it starts;
+// they are not meant to be run by hand, but may be (for pprof or curl experiments).
 package main
 
 import (
@@ -39,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		switch args[0] {
 		case "mock":
 			return runMock(args[1:], stdout)
+		case "mock-hunyuan":
+			return runHunyuanMock(args[1:], stdout)
 		case "floor":
 			return runFloor(args[1:], stdout)
 		}

@@ -17,14 +17,15 @@ type mockOptions struct {
 	Chunks int           // chat.completion.chunk events per stream (before the usage chunk)
 	Delay  time.Duration // sleep between two chunks
 	Size   int           // answer bytes, spread over the chunks
-	Fail   float64       // share of requests answered with an OpenAI-style 500
+	Fail   float64       // share of requests answered with an error (OpenAI-style 500, or Hunyuan's Response.Error)
 }
 
 func (o *mockOptions) register(fs *flag.FlagSet) {
 	fs.IntVar(&o.Chunks, "chunks", 21, "mock: chunks per stream")
 	fs.DurationVar(&o.Delay, "chunk-delay", 0, "mock: delay between stream chunks")
 	fs.IntVar(&o.Size, "size", 2000, "mock: answer size in bytes")
-	fs.Float64Var(&o.Fail, "fail", 0, "mock: failure injection rate, 0..1 (HTTP 500 before the first byte)")
+	fs.Float64Var(&o.Fail, "fail", 0, "mock: failure injection rate, 0..1 (before the first byte: HTTP 500 from the OpenAI mock, "+
+		"a Response.Error InternalError from the Hunyuan one)")
 }
 
 func (o mockOptions) args() []string {

@@ -185,8 +185,10 @@ func gitRevision(ctx context.Context) string {
 	return s
 }
 
-// relayConfig is the relay's config for the run: one openai channel per mock, a fresh SQLite file.
-// The request log to SQLite is always on in the relay, so it is part of what is measured.
+// relayConfig is the relay's config for the run: one openai channel per OpenAI mock and one hunyuan
+// channel (native API, signed with a made-up key pair the mock does not check) to the Hunyuan-shaped
+// mock, and a fresh SQLite file. The request log to SQLite is always on in the relay, so it is part of
+// what is measured.
 const relayConfig = `listen: %s
 log:
   format: text
@@ -209,20 +211,24 @@ channels:
     base_url: %s/v1
     keys: ["sk-mock"]
     models: [bench-slow]
+  - name: mock-hunyuan
+    kind: hunyuan
+    enabled: true
+    base_url: %s/
+    credentials:
+      secret_id: AKIDbenchEXAMPLE
+      secret_key: bench-secret-key
+    models: [bench-hunyuan]
 `
 
-// TODO(translation lane): add a channel of kind hunyuan pointing at a Hunyuan-shaped mock (model
-// bench-hunyuan) and a "translate" lane in lanes(); the load generator needs no change, only the
-// mock and the comparison (relay-openai vs relay-hunyuan) are missing.
-
 // startRelay writes the config, creates a key with the relay's own CLI and starts `relay serve`.
-func startRelay(ctx context.Context, bin, dir, fastURL, slowURL string) (*proc, string, error) {
+func startRelay(ctx context.Context, bin, dir, fastURL, slowURL, hunyuanURL string) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
 	}
 	cfg := filepath.Join(dir, "relay.yaml")
-	body := fmt.Sprintf(relayConfig, addr, filepath.Join(dir, "relay.db"), fastURL, slowURL)
+	body := fmt.Sprintf(relayConfig, addr, filepath.Join(dir, "relay.db"), fastURL, slowURL, hunyuanURL)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		return nil, "", err
 	}

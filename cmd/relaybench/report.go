@@ -24,8 +24,9 @@ func (b *bench) report(date string) string {
 	p("| Command | `%s` |", b.cfg.commandLine)
 	p("| Mock upstream | %d chunks per stream + usage chunk + [DONE], %v between chunks, %d-byte answer, %.0f%% injected failures |",
 		o.Chunks, o.Delay, o.Size, o.Fail*100)
-	p("| Relay setup | one `openai` channel to the mock, fresh SQLite request log (always on), log level warn |")
-	p("| Rounds | %d; each round measures every cell as direct → floor → relay, %d requests per lane (warm-up %d) |",
+	p("| Hunyuan-shaped mock | same knobs; native API frames (PascalCase, `Note`, cumulative `Usage` on every frame, `FinishReason` on the last, no [DONE]), signature not checked |")
+	p("| Relay setup | one `openai` channel to the mock, one `hunyuan` channel to the Hunyuan-shaped mock, fresh SQLite request log (always on), log level warn |")
+	p("| Rounds | %d; each round measures every cell as direct → floor → relay → translate, %d requests per lane (warm-up %d) |",
 		b.cfg.rounds, b.cfg.requests, b.cfg.warmup)
 	p("| Duration | %s |", b.elapsed.Round(time.Second))
 	p("| Other load | other processes used %s of the machine's CPU during the lanes (median [min–max]); load average %s at start, %s at end |",
@@ -37,7 +38,10 @@ func (b *bench) report(date string) string {
 		p("")
 	}
 	p("Lanes: **direct** = load generator → mock; **floor** = → bare `httputil.ReverseProxy` → mock; " +
-		"**relay** = → relay → mock. All are separate processes on loopback, sharing the machine's CPUs with the load generator.")
+		"**relay** = → relay → mock (passthrough); **translate** = the same OpenAI request with model `" + hunyuanModel + "` → relay → " +
+		"Hunyuan-shaped mock (OpenAI in, Hunyuan native out and back). " +
+		"All are separate processes on loopback, sharing the machine's CPUs with the load generator. " +
+		"*added* for translate is also against direct to the OpenAI mock; the two mocks send the same answer in the same number of frames.")
 	p("Figures are medians across rounds, `[min–max]` the spread of single rounds. *added* = lane − direct in the same round. "+
 		"CPU is utime+stime from /proc/<pid>/stat over the lane's run (+%v settle), in CPU-seconds per 1,000 requests.", b.cfg.settle)
 	p("")
@@ -82,28 +86,31 @@ func (b *bench) report(date string) string {
 	p("## Ratios")
 	p("")
 	p("Per-round ratios, median `[min–max]`. Throughput ratios above 1 are impossible for a proxy; " +
-		"CPU ratio = relay CPU per request ÷ floor CPU per request.")
+		"CPU ratio = relay CPU per request ÷ floor CPU per request. " +
+		"Translate ÷ passthrough = relay CPU per request on the translate lane ÷ on the relay lane (target ≤ 1.5).")
 	p("")
-	p("| cell | relay ÷ direct req/s | relay ÷ floor req/s | floor ÷ direct req/s | relay ÷ floor CPU/req | relay − floor p50 |")
-	p("|---|---:|---:|---:|---:|---:|")
+	p("| cell | relay ÷ direct req/s | relay ÷ floor req/s | floor ÷ direct req/s | relay ÷ floor CPU/req | relay − floor p50 | translate ÷ passthrough CPU/req |")
+	p("|---|---:|---:|---:|---:|---:|---:|")
 	for _, c := range b.cells {
-		p("| %s | %s | %s | %s | %s | %s |", c,
+		p("| %s | %s | %s | %s | %s | %s | %s |", c,
 			b.fmtRatio(c, "relay", "direct", rps), b.fmtRatio(c, "relay", "floor", rps), b.fmtRatio(c, "floor", "direct", rps),
 			fmtSpreadWith(b.pairs(c, "relay", "floor", func(a, f runStats) float64 { return cpuPer1k(a, "relay") / cpuPer1k(f, "floor") }), fmtRatio),
-			fmtSpreadWith(b.pairs(c, "relay", "floor", func(a, f runStats) float64 { return a.p50 - f.p50 }), fmtSigned))
+			fmtSpreadWith(b.pairs(c, "relay", "floor", func(a, f runStats) float64 { return a.p50 - f.p50 }), fmtSigned),
+			fmtSpreadWith(b.pairs(c, "translate", "relay", func(t, r runStats) float64 { return cpuPer1k(t, "relay") / cpuPer1k(r, "relay") }), fmtRatio))
 	}
 	p("")
 
 	p("## CPU per 1,000 requests (CPU-seconds, median `[min–max]`)")
 	p("")
-	p("Every process is charged for the same lane's run, so the mock and the load generator columns show what the rest of the box spent meanwhile.")
+	p("Every process is charged for the same lane's run, so the mock and the load generator columns show what the rest of the box spent meanwhile. " +
+		"The mock column is the mock that answered the lane (the Hunyuan-shaped one for translate).")
 	p("")
 	p("| cell | lane | relay or floor | mock | load generator | other processes (share of machine) |")
 	p("|---|---|---:|---:|---:|---:|")
 	for _, c := range b.cells {
 		for _, lane := range laneNames {
 			p("| %s | %s | %s | %s | %s | %s |", c, lane, b.fmtProxyCPU(c, lane),
-				fmtSpreadWith(b.series(c, lane, func(s runStats) float64 { return cpuPer1k(s, "mock") }), fmtCPU),
+				fmtSpreadWith(b.series(c, lane, func(s runStats) float64 { return cpuPer1k(s, laneMock(lane)) }), fmtCPU),
 				fmtSpreadWith(b.series(c, lane, func(s runStats) float64 { return cpuPer1k(s, "loadgen") }), fmtCPU),
 				fmtSpreadWith(b.series(c, lane, func(s runStats) float64 { return s.foreign }), fmtPercent))
 		}
@@ -141,10 +148,6 @@ func (b *bench) report(date string) string {
 		}
 		p("")
 	}
-
-	p("## Not measured yet")
-	p("")
-	p("- Translation lane (relay → Hunyuan-shaped mock): waits for that mock; see the TODO in cmd/relaybench/procs.go.")
 	return w.String()
 }
 
@@ -207,10 +210,11 @@ func (b *bench) fmtRatio(c cell, a, o string, f func(runStats) float64) string {
 }
 
 func (b *bench) fmtProxyCPU(c cell, lane string) string {
-	if lane == "direct" {
+	role := laneProc(lane)
+	if role == "" {
 		return "—"
 	}
-	return fmtSpreadWith(b.series(c, lane, func(s runStats) float64 { return cpuPer1k(s, lane) }), fmtCPU)
+	return fmtSpreadWith(b.series(c, lane, func(s runStats) float64 { return cpuPer1k(s, role) }), fmtCPU)
 }
 
 func (b *bench) fmtErrors(c cell, lane string) string {
