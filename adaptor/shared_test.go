@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"strings"
@@ -368,4 +369,44 @@ func (r *repeatReader) Read(p []byte) (int, error) {
 	}
 	r.n -= n
 	return n, nil
+}
+
+// chunkedReader returns one chunk per Read.
+type chunkedReader struct{ chunks []string }
+
+func (c *chunkedReader) Read(p []byte) (int, error) {
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	c.chunks[0] = c.chunks[0][n:]
+	if c.chunks[0] == "" {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
+}
+
+// The wait hook runs before each read of the upstream, never while buffered events remain.
+func TestSSEReaderOnWait(t *testing.T) {
+	r := NewSSEReader(&chunkedReader{chunks: []string{"data: 1\n\ndata: 2\n\ndata: 3\n\n", "data: 4\n\ndata: 5\n\n"}})
+	waits := 0
+	if !r.OnWait(func() { waits++ }) {
+		t.Fatal("SSEReader does not take a wait hook")
+	}
+	var at []int // waits seen when each event was returned
+	for {
+		_, data, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		at = append(at, waits)
+		_ = data
+	}
+	// Reads: the first burst (1 wait), the second (2 waits), then the end (3).
+	if want := []int{1, 1, 1, 2, 2}; fmt.Sprint(at) != fmt.Sprint(want) || waits != 3 {
+		t.Fatalf("waits per event %v (total %d), want %v and 3", at, waits, want)
+	}
 }

@@ -17,15 +17,16 @@ type SSEReader struct {
 }
 
 // StreamBufferSize is the read buffer of an open stream. It is small so that idle streams stay cheap
-// (a thousand open streams hold 4 MiB); a longer line grows through the reader's scratch buffer. An
-// adaptor that peeks into a stream first wraps it in a bufio.Reader of this size, which NewSSEReader
-// then uses as is.
+// (a thousand open streams hold 4 MiB); a longer line grows through the reader's scratch buffer.
 const StreamBufferSize = 4 << 10
 
 // NewSSEReader wraps r.
 func NewSSEReader(r io.Reader) *SSEReader {
-	return &SSEReader{lines: lineReader{r: bufio.NewReaderSize(r, StreamBufferSize), bareCR: true}}
+	return &SSEReader{lines: newLineReader(r, true)}
 }
+
+// OnWait makes the reader call fn before each read that may wait for the upstream (WaitNotifier).
+func (s *SSEReader) OnWait(fn func()) bool { s.lines.wait.before = fn; return true }
 
 // MaxLine bounds one line of an upstream stream, as MaxAnswerBody bounds a whole non-stream answer: an
 // upstream that never ends a line cannot make the relay buffer without end.
@@ -40,11 +41,17 @@ func errLineTooLong() *Error {
 // gathered in line, which is reused.
 type lineReader struct {
 	r      *bufio.Reader
+	wait   *waitReader // under r
 	line   []byte
 	bareCR bool
 	// skipLF is set when a line ended in "\r" at the end of the buffered data: a "\n" read next belongs
 	// to that line ending. (Waiting for the byte after the "\r" instead would hold the line back.)
 	skipLF bool
+}
+
+func newLineReader(r io.Reader, bareCR bool) lineReader {
+	w := &waitReader{r: r}
+	return lineReader{r: bufio.NewReaderSize(w, StreamBufferSize), wait: w, bareCR: bareCR}
 }
 
 // next returns the next line without its line ending; the slice is valid until the next call. A last
@@ -195,8 +202,11 @@ type LineReader struct {
 
 // NewLineReader wraps r.
 func NewLineReader(r io.Reader) *LineReader {
-	return &LineReader{lines: lineReader{r: bufio.NewReaderSize(r, StreamBufferSize)}}
+	return &LineReader{lines: newLineReader(r, false)}
 }
+
+// OnWait makes the reader call fn before each read that may wait for the upstream (WaitNotifier).
+func (l *LineReader) OnWait(fn func()) bool { l.lines.wait.before = fn; return true }
 
 // Next returns the next non-blank line (valid until the next call) or io.EOF.
 func (l *LineReader) Next() ([]byte, error) {

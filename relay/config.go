@@ -244,6 +244,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("%s.weight must not be negative", where)
 		}
 	}
+	if err := c.Sessions.validate(); err != nil {
+		return err
+	}
 	if err := c.validateWorkflows(); err != nil {
 		return err
 	}

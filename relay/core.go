@@ -270,10 +270,10 @@ func (u *upstream) Next() (*adaptor.Event, error) {
 	return ev, err
 }
 
-// Pending reports whether the upstream has already sent (part of) the next event.
-func (u *upstream) Pending() bool {
-	p, ok := u.Events.(adaptor.Pender)
-	return ok && p.Pending()
+// OnWait passes the pump's flush to the adaptor's reader, when it can call it (adaptor.WaitNotifier).
+func (u *upstream) OnWait(fn func()) bool {
+	n, ok := u.Events.(adaptor.WaitNotifier)
+	return ok && n.OnWait(fn)
 }
 
 func (u *upstream) Close() error {

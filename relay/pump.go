@@ -54,9 +54,13 @@ func (r *PumpResult) Release() {
 // and the caller closes the events, which cancels the upstream. start is the request's start time.
 func (co *Core) Pump(events adaptor.Events, f Framer, w http.ResponseWriter, req *adaptor.Request, start time.Time) PumpResult {
 	flusher, _ := w.(http.Flusher)
-	// When the upstream already sent the next event, its chunk is written before flushing: one write
-	// syscall per burst instead of one per chunk, with no added latency.
-	pending, _ := events.(adaptor.Pender)
+	// Flush when the relay is about to wait for the upstream, not after every chunk: events that already
+	// arrived together leave in one write syscall, with no added latency. Events that cannot tell when
+	// they wait are flushed chunk by chunk.
+	flushOnWait := false
+	if n, ok := events.(adaptor.WaitNotifier); ok && flusher != nil {
+		flushOnWait = n.OnWait(flusher.Flush)
+	}
 	res := PumpResult{Answer: answerPool.Get().(*[]byte)}
 	answer := (*res.Answer)[:0]
 	defer func() { *res.Answer = answer }()
@@ -103,7 +107,7 @@ func (co *Core) Pump(events adaptor.Events, f Framer, w http.ResponseWriter, req
 			res.Err = clientGone()
 			return res
 		}
-		if pending == nil || !pending.Pending() {
+		if !flushOnWait {
 			flush(flusher)
 		}
 	}

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -80,4 +82,26 @@ func (s *Server) sessionModelByCode(code string) (SessionModel, bool) {
 		}
 	}
 	return SessionModel{}, false
+}
+
+// validate checks the session models: positive unique ids, a code each.
+func (c SessionsConfig) validate() error {
+	ids := map[int64]bool{}
+	for i, m := range c.Models {
+		where := fmt.Sprintf("config: sessions.models[%d]", i)
+		if m.ID <= 0 {
+			return fmt.Errorf("%s.id must be a positive integer", where)
+		}
+		if ids[m.ID] {
+			return fmt.Errorf("%s.id %d is used twice", where, m.ID)
+		}
+		ids[m.ID] = true
+		if m.Code == "" {
+			return fmt.Errorf("%s.code (the routed model name) is required", where)
+		}
+	}
+	if c.ContextTurns > 100 || c.TurnTimeout < 0 {
+		return errors.New("config: sessions.context_turns must be at most 100 and sessions.turn_timeout not negative")
+	}
+	return nil
 }

@@ -298,8 +298,11 @@ func (s *Server) sessionConversation(c *gin.Context) {
 		start()
 		b, _ := json.Marshal(v)
 		buf = append(append(append(buf[:0], "data: "...), b...), "\n\n"...)
-		_, err := w.Write(buf)
-		return err
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+		w.Flush() // each part goes out as it comes
+		return nil
 	}
 	rec, e := s.runTurn(ctx, reqID, t, func(p string) error {
 		return frame(turnResponse{Parts: []string{p}})

@@ -18,6 +18,7 @@ import (
 	"relay/relay"
 	"relay/relay/relaytest"
 	"relay/store"
+	"relay/store/sqlite"
 )
 
 // sessionRelay is a relay with JWT auth on, a demo channel (slow: chunk_delay) and two users and an
@@ -640,5 +641,69 @@ func TestSessionLoggingFromOpenAISurface(t *testing.T) {
 	_, b = sr.call("POST", "/v1/chat/data/session/search", sr.admT, map[string]any{})
 	if b["total"].(float64) != 3 {
 		t.Fatalf("all sessions: %v (the unowned key must log none)", b["total"])
+	}
+}
+
+// A relay that stops mid-answer leaves no record processing: the session turn and the OpenAI-surface
+// turn of a user-owned key both end finished_fail with the partial answer, and the async writer's queue
+// is drained before the store closes.
+func TestSessionShutdownMidAnswer(t *testing.T) {
+	sr := newSessionRelay(t, func(c *relay.Config) { c.Server.ShutdownGrace = 200 * time.Millisecond }, demoChannel(), slowDemo("slow", "100ms"))
+	ctx := context.Background()
+	id := sr.newSession(sr.aliceT, "stopping")
+	secret := "sk-relay-test-" + adaptor.NewID("")
+	if _, err := sr.Store.CreateKey(ctx, store.Key{Name: "alice-key", Prefix: secret[:12], Hash: relay.HashKey(secret), UserID: sr.alice.ID}); err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("word ", 60)
+	// A streaming session turn and a streaming OpenAI-surface call, both slow.
+	req, _ := http.NewRequest("POST", sr.base+"/v1/chat/session/conversation", strings.NewReader(fmt.Sprintf(`{"sessionId":%d,"modelId":2,"text":%q}`, id, long)))
+	req.Header.Set("Authorization", "Bearer "+sr.aliceT)
+	req.Header.Set("Accept", "text/event-stream")
+	resp1, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp1.Body.Close()
+	req, _ = http.NewRequest("POST", sr.URL+"/chat/completions", strings.NewReader(fmt.Sprintf(`{"model":"slow","stream":true,"user":"u7","messages":[{"role":"user","content":%q}]}`, long)))
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp2, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp2.Body.Close()
+	// Wait until both have sent text.
+	for _, r := range []io.Reader{resp1.Body, resp2.Body} {
+		br := bufio.NewReader(r)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream ended early: %v", err)
+			}
+			if strings.Contains(line, `"parts":["You`) || strings.Contains(line, `"content":"You`) {
+				break
+			}
+		}
+	}
+	sr.Close()
+	st, err := sqlite.Open(sr.Path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	recs, _, err := st.ListRecords(ctx, sr.alice.ID, id, 1, 10)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("records: %v %v", recs, err)
+	}
+	if r := recs[0]; r.Status != store.StatusFail || !strings.HasPrefix(r.AnswerText, "You said") || len(r.AnswerText) >= len("You said: "+long) {
+		t.Fatalf("session turn after stop: %+v", r)
+	}
+	logged, err := st.SessionByExtID(ctx, sr.alice.ID, store.ModuleChat, "user:u7")
+	if err != nil {
+		t.Fatalf("OpenAI-surface turn not logged before the store closed: %v", err)
+	}
+	recs, _, _ = st.ListRecords(ctx, sr.alice.ID, logged.ID, 1, 10)
+	if len(recs) != 1 || recs[0].Status != store.StatusFail || !strings.HasPrefix(recs[0].AnswerText, "You said") {
+		t.Fatalf("OpenAI-surface turn after stop: %+v", recs)
 	}
 }

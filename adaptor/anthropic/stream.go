@@ -70,6 +70,9 @@ func (e *Events) Next() (*adaptor.Event, error) {
 	}
 }
 
+// OnWait lets the pump flush only before a read that may wait for the upstream (adaptor.WaitNotifier).
+func (e *Events) OnWait(fn func()) bool { return e.sse.OnWait(fn) }
+
 // Close closes the upstream body.
 func (e *Events) Close() error { return e.body.Close() }
 

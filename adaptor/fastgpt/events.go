@@ -40,8 +40,8 @@ func NewEvents(ctx context.Context, body io.ReadCloser) *Events {
 	return newEvents(ctx, nil, body, body)
 }
 
-// newEvents reads from r, which wraps body; Stream passes a *bufio.Reader it already peeked into,
-// and the SSE reader uses it as is instead of buffering twice.
+// newEvents reads from r, which wraps body; Stream passes the *bufio.Reader it already peeked into (the
+// SSE reader buffers on top of it, so that it can tell when a read waits for the upstream).
 func newEvents(ctx context.Context, cancel context.CancelFunc, body io.ReadCloser, r io.Reader) *Events {
 	return &Events{ctx: ctx, cancel: cancel, body: body, sse: adaptor.NewSSEReader(r)}
 }
@@ -190,6 +190,9 @@ func eventName(b []byte) string {
 	}
 	return string(b)
 }
+
+// OnWait lets the pump flush only before a read that may wait for the upstream (adaptor.WaitNotifier).
+func (e *Events) OnWait(fn func()) bool { return e.sse.OnWait(fn) }
 
 // Close releases the upstream connection; safe to call more than once.
 func (e *Events) Close() error {

@@ -295,7 +295,9 @@ func (a *Adaptor) Stream(ctx context.Context, ch *adaptor.Channel, req *adaptor.
 		cancel()
 		return nil, err
 	}
-	br := bufio.NewReaderSize(resp.Body, adaptor.StreamBufferSize)
+	// Just enough buffer to peek at the first bytes: once they are consumed, the SSE reader's larger
+	// reads pass through it straight to the body.
+	br := bufio.NewReaderSize(resp.Body, 64)
 	if jsonAnswer(resp, br) {
 		// A JSON body to a stream request is an error object (older releases use HTTP 200).
 		defer cancel()

@@ -74,6 +74,9 @@ func (e *events) Next() (*adaptor.Event, error) {
 	}
 }
 
+// OnWait lets the pump flush only before a read that may wait for the upstream (adaptor.WaitNotifier).
+func (e *events) OnWait(fn func()) bool { return e.sse.OnWait(fn) }
+
 // Close releases the upstream connection.
 func (e *events) Close() error { return e.body.Close() }
 

@@ -86,6 +86,9 @@ func (e *events) Next() (*adaptor.Event, error) {
 	}
 }
 
+// OnWait lets the pump flush only before a read that may wait for the upstream (adaptor.WaitNotifier).
+func (e *events) OnWait(fn func()) bool { return e.lines.OnWait(fn) }
+
 // Close releases the upstream connection; safe to call more than once.
 func (e *events) Close() error { return e.body.Close() }
 
