@@ -531,3 +531,27 @@ func TestBPServerPathsNeedServerKey(t *testing.T) {
 		t.Fatalf("%d bp log rows of %d", n, len(rows))
 	}
 }
+
+// A config reload puts new strategies in force; a bad one never reaches the server (LoadConfig refuses it).
+func TestBPReloadSwapsStrategies(t *testing.T) {
+	r := newBPRelay(t, nil, demoChannel())
+	_, tok := r.user(t, "re")
+	body := `{"strategy":"late","parameters":{"x":"y"},"messages":[{"role":"user","content":"hey"}]}`
+	status, got, _ := r.do(t, "POST", "/bp/ai/chat", tok, body)
+	wantBPError(t, status, got, 404, "item_not_found", "strategy late")
+	cfg, err := relay.LoadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Channels = []relay.ChannelConfig{demoChannel()}
+	cfg.Strategies = []relay.StrategyConfig{{Name: "late", Model: "demo", System: "{{ .x }}", Cost: i64(5)}}
+	chans, err := cfg.BuildChannels(testKinds())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Server.Reload(cfg, chans)
+	status, got, _ = r.do(t, "POST", "/bp/ai/chat", tok, body)
+	if status != 200 || gjson.Get(got, "asset.0.quantity").Int() != 45 || gjson.Get(got, "user_surplus_count").Int() != 9 {
+		t.Fatalf("%d %s", status, got)
+	}
+}
