@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"net/http"
 	"testing"
 	"time"
 )
@@ -119,5 +120,18 @@ func TestBreakerIgnoresStaleOutcomes(t *testing.T) {
 	b.success(time.Millisecond, true)
 	if s := b.snapshot(); s.State != "closed" {
 		t.Fatalf("the probe's success did not close: %+v", s)
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Duration{
+		"20": 20 * time.Second, " 3 ": 3 * time.Second, "0": time.Second, "99999": KeyCooldown,
+		"": KeyRateLimitCooldown, "soon": KeyRateLimitCooldown,
+		now.Add(90 * time.Second).Format(http.TimeFormat): 90 * time.Second,
+	} {
+		if got := retryAfter(in, now); got != want {
+			t.Errorf("retryAfter(%q) = %v, want %v", in, got, want)
+		}
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -170,10 +173,26 @@ func (co *Core) attemptFailed(call *Call, e *adaptor.Error) (sameAgain bool) {
 		// The channel's key was refused: set it aside (not the channel's health: its breaker is not
 		// charged), and let another key of the channel, or another channel, answer.
 		now := time.Now()
-		call.ch.markKeyBad(call.keyIdx, now)
+		call.ch.setKeyAside(call.keyIdx, now, KeyCooldown)
 		e.Retryable = true
 		sameAgain = call.ch.badKeys(now) < len(call.ch.Keys)
 		b.release(call.probe)
+	case e.Status == 429 && call.keyIdx >= 0 && len(call.ch.Keys) > 1:
+		// One key of a channel with several was rate-limited (or its quota is spent): that key sits out
+		// its Retry-After and the channel's next key is tried. Only when every key is out is it the
+		// channel's problem, charged to its breaker.
+		now := time.Now()
+		d := retryAfter(e.RetryAfter, now)
+		if e.Code == "insufficient_quota" {
+			d = KeyCooldown
+		}
+		call.ch.setKeyAside(call.keyIdx, now, d)
+		sameAgain = call.ch.badKeys(now) < len(call.ch.Keys)
+		if sameAgain {
+			b.release(call.probe)
+		} else {
+			b.failure(now, call.probe)
+		}
 	case e.Retryable && e.Status != 499:
 		b.failure(time.Now(), call.probe)
 	default:
@@ -183,6 +202,18 @@ func (co *Core) attemptFailed(call *Call, e *adaptor.Error) (sameAgain bool) {
 	co.metrics.attemptFailed(call.ch.Name, e.Status)
 	call.ch = nil
 	return sameAgain
+}
+
+// retryAfter reads a Retry-After value (seconds or an HTTP date) as how long a rate-limited key sits
+// out: KeyRateLimitCooldown when absent or unreadable, between a second and KeyCooldown.
+func retryAfter(v string, now time.Time) time.Duration {
+	d := KeyRateLimitCooldown
+	if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		d = time.Duration(n) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, time.Second), KeyCooldown)
 }
 
 // retry reports whether a failed attempt may move on to the next channel.

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,5 +169,74 @@ func TestRefusedKeySetAside(t *testing.T) {
 	c := v["data"].([]any)[0].(map[string]any)
 	if c["keys"].(float64) != 2 || c["keys_set_aside"].(float64) != 1 || c["state"] != "closed" {
 		t.Fatalf("channel %v", c)
+	}
+}
+
+// A key the upstream rate-limits sits out its Retry-After while the channel's other key answers; the
+// channel's breaker is not charged for it. When every key of the channel is limited, the request moves
+// on to the next channel and the limited channel's breaker counts the failure.
+func TestRateLimitedKeySetAside(t *testing.T) {
+	ok := openaitest.New(openaitest.Options{Answer: "ok"})
+	defer ok.Close()
+	var limitedCalls atomic.Int64
+	limiting := func(limited ...string) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			for _, k := range limited {
+				if r.Header.Get("Authorization") == "Bearer "+k {
+					limitedCalls.Add(1)
+					io.Copy(io.Discard, r.Body)
+					w.Header().Set("Content-Type", "application/json")
+					w.Header().Set("Retry-After", "20")
+					w.WriteHeader(429)
+					io.WriteString(w, `{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}`)
+					return
+				}
+			}
+			ok.Config.Handler.ServeHTTP(w, r)
+		}))
+	}
+	up := limiting("key-a")
+	defer up.Close()
+	ch := openaiChannel("two-keys", up.URL+"/v1", "m1")
+	ch.Keys = []string{"key-a", "key-b"}
+	ch.BreakerThreshold = 1
+	tr := newTestRelay(t, nil, ch)
+	for i := 0; i < 4; i++ {
+		r := tr.post(tr.Key, `{"model":"m1","messages":[{"role":"user","content":"hi"}]}`)
+		r.Body.Close()
+		if r.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i, r.StatusCode)
+		}
+	}
+	if n := limitedCalls.Load(); n != 1 {
+		t.Fatalf("the rate-limited key was used %d times; want once, then set aside", n)
+	}
+	admin := "sk-relay-admin-429"
+	tr.Store.CreateKey(context.Background(), store.Key{Name: "ops", Prefix: "sk-relay-adm", Hash: relay.HashKey(admin), Admin: true})
+	_, v := getJSON(t, tr.URL+"/relay/channels", admin)
+	c := v["data"].([]any)[0].(map[string]any)
+	if c["keys_set_aside"].(float64) != 1 || c["state"] != "closed" {
+		t.Fatalf("channel %v", c)
+	}
+
+	// Every key limited: failover to the next channel, and the limited channel's breaker opens
+	// (threshold 1).
+	limitedCalls.Store(0)
+	all := limiting("key-a", "key-b")
+	defer all.Close()
+	busy := openaiChannel("all-limited", all.URL+"/v1", "m1")
+	busy.Keys, busy.Priority, busy.BreakerThreshold = []string{"key-a", "key-b"}, 10, 1
+	tr2 := newTestRelay(t, nil, busy, openaiChannel("spare", ok.BaseURL(), "m1"))
+	r := tr2.post(tr2.Key, `{"model":"m1","messages":[{"role":"user","content":"hi"}]}`)
+	r.Body.Close()
+	if r.StatusCode != 200 || limitedCalls.Load() != 2 {
+		t.Fatalf("status %d after %d limited calls; want 200 from the spare after both keys", r.StatusCode, limitedCalls.Load())
+	}
+	tr2.Store.CreateKey(context.Background(), store.Key{Name: "ops", Prefix: "sk-relay-adm", Hash: relay.HashKey(admin), Admin: true})
+	_, v = getJSON(t, tr2.URL+"/relay/channels", admin)
+	for _, x := range v["data"].([]any) {
+		if c := x.(map[string]any); c["name"] == "all-limited" && c["state"] != "open" {
+			t.Fatalf("every key limited but the channel's breaker is %v", c["state"])
+		}
 	}
 }

@@ -22,14 +22,20 @@ type Channel struct {
 	// slots bounds concurrent upstream calls (max_concurrency); nil: unbounded. A stream holds its slot
 	// until it ends, so one hot model cannot take every connection a channel has.
 	slots chan struct{}
-	// keyBadUntil holds, per upstream key, when a key the upstream refused (401/403) may be used again
-	// (Unix nanoseconds; 0: good). Keys are otherwise used round-robin.
+	// keyBadUntil holds, per upstream key, when a key the upstream refused (401/403) or rate-limited
+	// (429 on a channel with other keys) may be used again (Unix nanoseconds; 0: good). Keys are
+	// otherwise used round-robin.
 	keyBadUntil []atomic.Int64
 	keyNext     atomic.Uint32
 }
 
-// KeyCooldown is how long a key the upstream refused is left out.
-const KeyCooldown = 10 * time.Minute
+// KeyCooldown is how long a key the upstream refused, or whose quota it says is spent, is left out.
+// A key it only rate-limited is left out for its Retry-After (KeyRateLimitCooldown without one, at
+// most KeyCooldown).
+const (
+	KeyCooldown          = 10 * time.Minute
+	KeyRateLimitCooldown = 30 * time.Second
+)
 
 // pickKey returns the index of the next usable key, round-robin; when every key is set aside it takes
 // the next one anyway (a refused key beats no request).
@@ -48,9 +54,10 @@ func (ch *Channel) pickKey(now time.Time) int {
 	return start
 }
 
-func (ch *Channel) markKeyBad(i int, now time.Time) {
+// setKeyAside leaves key i out of the rotation for d.
+func (ch *Channel) setKeyAside(i int, now time.Time, d time.Duration) {
 	if ch.keyBadUntil != nil && i < len(ch.keyBadUntil) {
-		ch.keyBadUntil[i].Store(now.Add(KeyCooldown).UnixNano())
+		ch.keyBadUntil[i].Store(now.Add(d).UnixNano())
 	}
 }
 
