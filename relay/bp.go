@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -57,13 +58,34 @@ func (s *Server) bpNow() *bpTables { return s.bp.Load() }
 
 // bpRoutes registers the strategy surface on e.
 func (s *Server) bpRoutes(e *gin.Engine) {
-	user := e.Group("/bp/ai", s.track(), s.jwtAuth(writeBPAuthError))
-	server := e.Group("/bp/server/user/:user_id/ai", s.track(), s.bpServerAuth())
+	user := e.Group("/bp/ai", s.track(), s.bpRecovery(), s.jwtAuth(writeBPAuthError))
+	server := e.Group("/bp/server/user/:user_id/ai", s.track(), s.bpRecovery(), s.bpServerAuth())
 	for _, g := range [...]*gin.RouterGroup{user, server} {
 		g.POST("/chat", s.bpChat(false))
 		g.POST("/chat/stream", s.bpChat(true))
 		g.GET("/chat/history", s.bpHistory)
 		g.POST("/chat/instruction", s.bpInstruction)
+	}
+}
+
+// bpRecovery answers a panic in the surface's own error shape (500 internal_error), logged with its
+// stack like the server-wide recovery.
+func (s *Server) bpRecovery() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				s.log.Error("panic serving request", "request_id", c.GetString(ctxRequestID), "path", c.FullPath(),
+					"panic", r, "stack", string(debug.Stack()))
+				if !c.Writer.Written() {
+					writeBPError(c, bpErr(500, bpInternal, "internal error"))
+				}
+				c.Abort()
+			}
+		}()
+		c.Next()
 	}
 }
 

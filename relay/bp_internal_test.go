@@ -1,11 +1,27 @@
 package relay
 
 import (
+	"io"
+	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/gin-gonic/gin"
 	"github.com/tidwall/gjson"
 )
+
+// A panic in a strategy-surface handler answers 500 in the surface's error shape.
+func TestBPRecoveryAnswersInShape(t *testing.T) {
+	s := &Server{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	e := gin.New()
+	e.GET("/x", s.bpRecovery(), func(*gin.Context) { panic("boom") })
+	w := httptest.NewRecorder()
+	e.ServeHTTP(w, httptest.NewRequest("GET", "/x", nil))
+	if w.Code != 500 || w.Body.String() != `{"error":{"error_type":"internal_error","message":"internal error"}}` {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+}
 
 // Any body the strategy surface accepts turns into an upstream body the core accepts, and no body
 // (nor any parameters) panics the parser or the renderer.
