@@ -49,6 +49,7 @@ type keyState struct {
 	streams  atomic.Int64
 	used     atomic.Int64 // tokens spent or reserved against the quota (seeded from the store)
 	seeded   atomic.Bool
+	quota    bool // the key has a token quota (set when the state is made; keys' limits do not change)
 }
 
 type limiter struct {
@@ -63,7 +64,7 @@ func (l *limiter) state(k *store.Key) *keyState {
 	l.mu.Lock()
 	st := l.keys[k.ID]
 	if st == nil {
-		st = &keyState{}
+		st = &keyState{quota: k.QuotaTokens > 0}
 		l.keys[k.ID] = st
 	}
 	l.mu.Unlock()
@@ -136,6 +137,33 @@ func (l *limiter) admit(k *store.Key, req *adaptor.Request) (*admission, *adapto
 		}
 	}
 	return &admission{st: st, key: k, estimate: est, stream: req.Stream}, nil
+}
+
+// hold settles an admission at once with its estimate as the usage: a batch job is admitted when it is
+// submitted and runs later, when correctJob puts its real usage in the estimate's place.
+func (a *admission) hold() {
+	if a != nil {
+		a.done(adaptor.Usage{TotalTokens: a.estimate})
+	}
+}
+
+// correctJob replaces a batch job's estimate (held at submission) by its real usage (zero for a failed
+// job) in the owner key's limits. known is false when this process has no limit state for the key (it
+// has no limits, or the relay restarted since the job was submitted); quota tells whether the key has a
+// token quota.
+func (l *limiter) correctJob(keyID int64, body []byte, u adaptor.Usage) (known, quota bool) {
+	l.mu.Lock()
+	st := l.keys[keyID]
+	l.mu.Unlock()
+	if st == nil {
+		return false, false
+	}
+	diff := u.TotalTokens - estimateTokens(body)
+	st.mu.Lock()
+	st.tpm.level -= float64(diff)
+	st.mu.Unlock()
+	st.used.Add(int64(diff))
+	return true, st.quota
 }
 
 // done settles an admission with the request's real usage (zero when it failed before any answer).

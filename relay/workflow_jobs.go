@@ -58,15 +58,25 @@ func (s *Server) submitJob(c *gin.Context, key *store.Key, req *adaptor.Request,
 	if f.workID != "" {
 		surface = "workflow-batch"
 	}
+	// A job counts against its key's limits when it is submitted (requests and tokens per minute, quota),
+	// with its tokens estimated; the real usage replaces the estimate when it has run (runJob).
+	body := bytes.Clone(stripControl(req.Body))
+	adm, aerr := s.limits.admit(key, &adaptor.Request{Model: req.Model, Body: body})
+	if aerr != nil {
+		writeOpenAIError(c, aerr)
+		return
+	}
 	now := time.Now()
 	j := store.Job{ID: adaptor.NewID("task_"), Owner: key.ID, RequestID: c.GetString(ctxRequestID), Surface: surface,
-		WorkID: f.workID, ChatID: req.ChatID, Request: bytes.Clone(stripControl(req.Body)), Callback: f.callback,
+		WorkID: f.workID, ChatID: req.ChatID, Request: body, Callback: f.callback,
 		Status: store.JobPending, CreatedAt: now}
 	if err := s.store.CreateJob(c.Request.Context(), j); err != nil {
+		adm.done(adaptor.Usage{}) // not submitted: nothing spent
 		s.log.Error("job not stored", "request_id", j.RequestID, "err", err)
 		writeOpenAIError(c, adaptor.NewError(503, adaptor.TypeServer, "store_unavailable", "cannot store the job right now"))
 		return
 	}
+	adm.hold()
 	s.runner.poke()
 	b, _ := json.Marshal(struct {
 		TaskID  string `json:"task_id"`
@@ -83,6 +93,12 @@ func (s *Server) submitJob(c *gin.Context, key *store.Key, req *adaptor.Request,
 // runJob makes a job's upstream call through the core and returns what a synchronous call would have
 // answered. interrupted is true when the relay is stopping: the job has no result yet.
 func (s *Server) runJob(ctx context.Context, j store.Job) (status int, body []byte, interrupted bool) {
+	var usage adaptor.Usage // what the job spent; zero when it failed
+	defer func() {
+		if !interrupted { // an interrupted job runs again after the restart
+			s.chargeJob(context.WithoutCancel(ctx), j, usage)
+		}
+	}()
 	fail := func(e *adaptor.Error) (int, []byte, bool) {
 		st := e.Status
 		if st < 400 || st > 599 {
@@ -122,7 +138,35 @@ func (s *Server) runJob(ctx context.Context, j store.Job) (status int, body []by
 		return fail(aerr)
 	}
 	call.Usage, call.Status = comp.Usage, http.StatusOK
+	usage = comp.Usage
 	return http.StatusOK, workflowBody(comp, req), false
+}
+
+// chargeJob puts a finished job's real usage in place of the estimate held at submission, and adds it to
+// the owner key's stored quota spending when the key has a quota (as serveChat does for a synchronous
+// call). A failed job spends nothing beyond the estimate's request slot, which ages out of the minute.
+func (s *Server) chargeJob(ctx context.Context, j store.Job, u adaptor.Usage) {
+	known, quota := s.limits.correctJob(j.Owner, j.Request, u)
+	if u.TotalTokens <= 0 {
+		return
+	}
+	if !known {
+		// No limit state here for the key (no limits, or a restart since submission): read its quota.
+		keys, err := s.store.ListKeys(ctx)
+		if err != nil {
+			s.log.Warn("jobs: cannot read the owner key's quota", "task_id", j.ID, "err", err)
+			return
+		}
+		for _, k := range keys {
+			if k.ID == j.Owner && k.QuotaTokens > 0 {
+				s.store.AddKeyUsage(k.ID, int64(u.TotalTokens))
+			}
+		}
+		return
+	}
+	if quota {
+		s.store.AddKeyUsage(j.Owner, int64(u.TotalTokens))
+	}
 }
 
 // taskView is the body of GET /v1/chat/tasks/{id}. Times are Unix seconds; null when not yet.

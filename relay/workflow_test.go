@@ -26,6 +26,7 @@ import (
 	"relay/adaptor/fastgpt/fastgpttest"
 	"relay/relay"
 	"relay/relay/relaytest"
+	"relay/store"
 )
 
 const (
@@ -795,4 +796,55 @@ func TestBatchLoad200(t *testing.T) {
 		t.Fatalf("%d tasks delivered, %d upstream calls", len(seen), len(env.answer.Requests()))
 	}
 	t.Logf("LOAD: %d batch jobs: all 202s in %v, all delivered exactly once in %v", n, submitted.Round(time.Millisecond), elapsed.Round(time.Millisecond))
+}
+
+// Batch jobs count against their key's limits: the request rate at submission (a job over the limit is
+// refused with 429 before it is stored), and the token quota with the job's real usage once it has run.
+func TestBatchJobsCountAgainstKeyLimits(t *testing.T) {
+	env := newWFEnv(t, nil)
+	secret := "sk-relay-limited-batch"
+	k, err := env.Store.CreateKey(context.Background(), store.Key{Name: "batch-limited", Prefix: secret[:12], Hash: relay.HashKey(secret),
+		RPM: 2, QuotaTokens: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := 0; i < 2; i++ {
+		id, _ := submit(t, env, secret, `{"model":"demo","is_batch":true,"messages":[{"role":"user","content":"count me"}]}`)
+		ids = append(ids, id)
+	}
+	resp := env.Post(secret, `{"model":"demo","is_batch":true,"messages":[{"role":"user","content":"one too many"}]}`)
+	b := readAll(t, resp)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || gjson.GetBytes(b, "error.code").Str != "rate_limit_exceeded" {
+		t.Fatalf("third job in a minute with rpm 2: %d %v %s", resp.StatusCode, resp.Header, b)
+	}
+	want := int64(0)
+	for _, id := range ids {
+		tk := env.waitTask(t, secret, id, 5*time.Second, "completed")
+		n := tk.Get("result.usage.total_tokens").Int()
+		if n <= 0 {
+			t.Fatalf("job without usage: %s", tk.Raw)
+		}
+		want += n
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		keys, err := env.Store.ListKeys(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var used int64 = -1
+		for _, x := range keys {
+			if x.ID == k.ID {
+				used = x.UsedTokens
+			}
+		}
+		if used == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stored quota spending %d, want the jobs' %d tokens", used, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
