@@ -286,16 +286,30 @@ func (s *Store) SearchSessions(ctx context.Context, f store.SessionFilter) ([]st
 	if len(where) > 0 {
 		cond = " WHERE " + strings.Join(where, " AND ")
 	}
+	// Count and page over sessions alone (its indexes cover user, module and order), joining users only
+	// when the filter names them; then read the page's rows.
+	from := ` FROM sessions s`
+	if f.UserName != "" {
+		from = sessionFrom
+	}
 	var total int64
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*)`+sessionFrom+cond, args...).Scan(&total); err != nil {
+	countQ, countArgs := `SELECT count(*)`+from+cond, args
+	if !f.AllUsers && f.Title == "" && f.UserName == "" && f.Strategy == "" && f.Since.IsZero() && f.Until.IsZero() {
+		// Only owner (and module): the trigger-kept counts answer without a scan.
+		countQ = `SELECT coalesce(sum(n), 0) FROM session_counts WHERE user_id = ?`
+		if f.Module != 0 {
+			countQ += ` AND module = ?`
+		}
+	}
+	if err := s.db.QueryRowContext(ctx, countQ, countArgs...).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("store: count sessions: %w", err)
 	}
 	limit, offset := store.PageBounds(f.Page, f.Size)
 	if total == 0 || int64(offset) >= total {
 		return []store.Session{}, total, nil
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+sessionColumns+sessionFrom+cond+
-		` ORDER BY s.created_at DESC, s.id DESC LIMIT ? OFFSET ?`, append(args, limit, offset)...)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+sessionColumns+sessionFrom+` WHERE s.id IN (SELECT s.id`+from+cond+
+		` ORDER BY s.created_at DESC, s.id DESC LIMIT ? OFFSET ?) ORDER BY s.created_at DESC, s.id DESC`, append(args, limit, offset)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("store: search sessions: %w", err)
 	}

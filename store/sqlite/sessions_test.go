@@ -311,3 +311,54 @@ func TestLogConversationThroughWriter(t *testing.T) {
 		t.Fatalf("%d sessions in all (want none for unknown users)", n)
 	}
 }
+
+// The trigger-kept counts behind unfiltered lists follow inserts, module changes and deletes.
+func TestSessionCountsFollowChanges(t *testing.T) {
+	path := dbPath(t)
+	s := openStore(t, path, sqlite.Options{})
+	ctx := context.Background()
+	u := mustUser(t, s, "hal", "")
+	var ids []int64
+	for i := 0; i < 5; i++ {
+		ss, err := s.CreateSession(ctx, store.Session{UserID: u.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, ss.ID)
+	}
+	s.LogConversation(store.Conversation{UserID: u.ID, ExtID: "e", Record: store.Record{ProblemText: "q"}})
+	closeStore(t, s) // drains the writer
+	s = openStore(t, path, sqlite.Options{})
+	total := func(module int) int64 {
+		t.Helper()
+		_, n, err := s.SearchSessions(ctx, store.SessionFilter{UserID: u.ID, Module: module})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The unfiltered count must agree with a filtered one (which scans).
+		_, scanned, _ := s.SearchSessions(ctx, store.SessionFilter{UserID: u.ID, Module: module, Since: time.Unix(1, 0)})
+		if scanned != n {
+			t.Fatalf("count %d vs %d", n, scanned)
+		}
+		return n
+	}
+	if n := total(0); n != 6 {
+		t.Fatalf("total %d", n)
+	}
+	ss, _ := s.GetSession(ctx, u.ID, ids[0])
+	ss.Module = store.ModuleSpark
+	if err := s.UpdateSession(ctx, u.ID, ss); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSession(ctx, u.ID, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	if a, b, c := total(0), total(store.ModuleChat), total(store.ModuleSpark); a != 5 || b != 4 || c != 1 {
+		t.Fatalf("after changes: all %d chat %d spark %d", a, b, c)
+	}
+	var scanned int64
+	_ = s.DB().QueryRow(`SELECT count(*) FROM sessions WHERE user_id = ? AND module = 1`, u.ID).Scan(&scanned)
+	if scanned != 4 {
+		t.Fatalf("table has %d chat sessions", scanned)
+	}
+}
