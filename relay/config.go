@@ -93,6 +93,10 @@ type ServerConfig struct {
 	// MaxAnswerBytes caps how much of a streamed answer is kept for accounting (token estimates,
 	// session records); the stream itself is never cut.
 	MaxAnswerBytes int `mapstructure:"max_answer_bytes"`
+	// StreamKeepAlive is the upstream silence after which a stream gets an SSE comment (": keep-alive"),
+	// repeated while the silence lasts, so proxies and client read timeouts do not cut a model that is
+	// thinking (default 15s; 0 turns it off).
+	StreamKeepAlive time.Duration `mapstructure:"stream_keepalive"`
 }
 
 // AuthConfig tunes relay-key checks.
@@ -150,6 +154,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("server.max_body_bytes", 10<<20)
 	v.SetDefault("server.shutdown_grace", "30s")
 	v.SetDefault("server.max_answer_bytes", 1<<20)
+	v.SetDefault("server.stream_keepalive", "15s")
 	v.SetDefault("auth.key_cache_ttl", "10s")
 	v.SetDefault("store.path", "./data/relay.db")
 	v.SetDefault("store.queue_size", 10000)

@@ -24,6 +24,8 @@ type Core struct {
 	log    *slog.Logger
 	// maxAnswer caps the answer bytes a stream keeps for accounting.
 	maxAnswer int
+	// keepAlive is the silence after which the pump writes an SSE comment (server.stream_keepalive).
+	keepAlive time.Duration
 	metrics   *metrics // nil: none (metrics.go)
 }
 

@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openai/openai-go/v3"
+
+	"relay/adaptor/openai/openaitest"
+	"relay/relay"
 )
 
 // The pump flushes when it is about to wait for the upstream, not after every chunk (pump_test.go counts
@@ -82,5 +88,32 @@ func TestStreamFlushesBeforeWaiting(t *testing.T) {
 	}
 	if !strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
 		t.Fatalf("no [DONE] at the end: %q", rest[max(0, len(rest)-100):])
+	}
+}
+
+// While the upstream is silent the stream gets SSE comments every server.stream_keepalive, which the
+// OpenAI SDK skips: the answer it accumulates is unchanged.
+func TestStreamKeepAliveComments(t *testing.T) {
+	up := openaitest.New(openaitest.Options{Answer: "slow thinking answer", Chunks: 3, ChunkDelay: 350 * time.Millisecond})
+	defer up.Close()
+	tr := newTestRelay(t, func(c *relay.Config) { c.Server.StreamKeepAlive = 100 * time.Millisecond }, openaiChannel("up", up.BaseURL(), "m1"))
+	resp := tr.post(tr.Key, `{"model":"m1","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if n := strings.Count(string(body), ": keep-alive\n\n"); n < 4 {
+		t.Fatalf("%d keep-alive comments over two 350ms silences at 100ms: %s", n, body)
+	}
+	if !strings.HasSuffix(string(body), "data: [DONE]\n\n") {
+		t.Fatalf("stream end: %s", body)
+	}
+	client := tr.sdk()
+	stream := client.Chat.Completions.NewStreaming(context.Background(), openai.ChatCompletionNewParams{
+		Model: "m1", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}})
+	acc := openai.ChatCompletionAccumulator{}
+	for stream.Next() {
+		acc.AddChunk(stream.Current())
+	}
+	if err := stream.Err(); err != nil || acc.Choices[0].Message.Content != "slow thinking answer" {
+		t.Fatalf("SDK through keep-alives: %v %q", err, acc.Choices[0].Message.Content)
 	}
 }

@@ -57,15 +57,19 @@ func (co *Core) Pump(events adaptor.Events, f Framer, w http.ResponseWriter, req
 	// Flush when the relay is about to wait for the upstream, not after every chunk: events that already
 	// arrived together leave in one write syscall, with no added latency. Events that cannot tell when
 	// they wait are flushed chunk by chunk.
+	ka := &keepAlive{every: co.keepAlive, w: w, f: flusher}
+	defer ka.stop()
 	flushOnWait := false
 	if n, ok := events.(adaptor.WaitNotifier); ok && flusher != nil {
-		flushOnWait = n.OnWait(flusher.Flush)
+		flushOnWait = n.OnWait(ka.flush) // called inside Next, while a keep-alive may fire
 	}
 	res := PumpResult{Answer: answerPool.Get().(*[]byte)}
 	answer := (*res.Answer)[:0]
 	defer func() { *res.Answer = answer }()
 	for {
+		ka.arm()
 		ev, err := events.Next()
+		ka.disarm()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				break
@@ -123,6 +127,72 @@ func (co *Core) Pump(events adaptor.Events, f Framer, w http.ResponseWriter, req
 	}
 	flush(flusher)
 	return res
+}
+
+// keepAliveComment is an SSE comment: clients ignore it, proxies and read timeouts see traffic.
+var keepAliveComment = []byte(": keep-alive\n\n")
+
+// keepAlive writes keepAliveComment when the upstream has been silent for every, so that proxies and
+// clients with read timeouts keep a stream open while a model thinks. It is armed only while the pump
+// waits for the next event, when the pump itself writes nothing but the flush its wait hook makes (under
+// the same lock); a timer that fires just as the wait ends finds it disarmed and writes nothing.
+type keepAlive struct {
+	every time.Duration // 0: off
+	w     io.Writer
+	f     http.Flusher
+	mu    sync.Mutex
+	armed bool
+	timer *time.Timer
+}
+
+func (k *keepAlive) arm() {
+	if k.every <= 0 {
+		return
+	}
+	k.mu.Lock() // fire reads timer under the lock too
+	k.armed = true
+	if k.timer == nil {
+		k.timer = time.AfterFunc(k.every, k.fire)
+	} else {
+		k.timer.Reset(k.every)
+	}
+	k.mu.Unlock()
+}
+
+func (k *keepAlive) disarm() {
+	if k.every <= 0 {
+		return
+	}
+	k.mu.Lock()
+	k.armed = false
+	k.mu.Unlock()
+	k.timer.Stop()
+}
+
+func (k *keepAlive) fire() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.armed {
+		return
+	}
+	if _, err := k.w.Write(keepAliveComment); err == nil {
+		flush(k.f)
+		k.timer.Reset(k.every) // and again while the silence lasts
+	}
+}
+
+// flush flushes the response from inside the pump's wait for the next event, excluding a keep-alive
+// write at the same moment.
+func (k *keepAlive) flush() {
+	k.mu.Lock()
+	flush(k.f)
+	k.mu.Unlock()
+}
+
+func (k *keepAlive) stop() {
+	if k.timer != nil {
+		k.disarm()
+	}
 }
 
 func flush(f http.Flusher) {

@@ -42,7 +42,7 @@ func (c *countingEvents) Close() error { return nil }
 func BenchmarkPumpChunk(b *testing.B) {
 	req := &adaptor.Request{Model: "gpt-4o-mini", Stream: true, IncludeUsage: true, Body: []byte(`{"messages":[]}`)}
 	f := newOpenAIFramer(io.Discard, req)
-	co := &Core{maxAnswer: 1 << 20}
+	co := &Core{maxAnswer: 1 << 20, keepAlive: 15 * time.Second} // the default keep-alive timer, armed per event
 	ev := &countingEvents{n: b.N, ev: adaptor.Event{Choices: []byte(`[{"index":0,"delta":{"content":"It is a"},"logprobs":null,"finish_reason":null}]`),
 		HasUsage: true, Usage: adaptor.Usage{PromptTokens: 1, CompletionTokens: 1, TotalTokens: 2}}}
 	b.ReportAllocs()

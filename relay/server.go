@@ -53,7 +53,7 @@ func NewServer(cfg *Config, st store.Store, channels []*Channel, log *slog.Logge
 	}
 	s := &Server{
 		cfg: cfg, log: log, store: st, started: time.Now(),
-		core:   &Core{store: st, log: log, maxAnswer: cfg.Server.MaxAnswerBytes},
+		core:   &Core{store: st, log: log, maxAnswer: cfg.Server.MaxAnswerBytes, keepAlive: cfg.Server.StreamKeepAlive},
 		keys:   &keyCache{store: st, ttl: cfg.Auth.KeyCacheTTL, m: map[string]cachedKey{}},
 		limits: newLimiter(),
 	}

@@ -93,7 +93,7 @@ func (wf *workflow) allows(k *store.Key) bool { return len(wf.allowed) == 0 || w
 // core is the core scoped to the workflow's channel: the same dispatch, failover and accounting, with
 // a router that sends the request's model to that channel only.
 func (s *Server) workflowCore(wf *workflow, model string) *Core {
-	co := &Core{store: s.core.store, log: s.core.log, maxAnswer: s.core.maxAnswer, metrics: s.core.metrics}
+	co := &Core{store: s.core.store, log: s.core.log, maxAnswer: s.core.maxAnswer, keepAlive: s.core.keepAlive, metrics: s.core.metrics}
 	co.router.Store(&Router{byModel: map[string][]*Channel{model: {wf.ch}}, models: []string{model}})
 	return co
 }
