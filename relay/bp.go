@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -71,22 +70,7 @@ func (s *Server) bpRoutes(e *gin.Engine) {
 // bpRecovery answers a panic in the surface's own error shape (500 internal_error), logged with its
 // stack like the server-wide recovery.
 func (s *Server) bpRecovery() gin.HandlerFunc {
-	return func(c *gin.Context) {
-		defer func() {
-			if r := recover(); r != nil {
-				if r == http.ErrAbortHandler {
-					panic(r)
-				}
-				s.log.Error("panic serving request", "request_id", c.GetString(ctxRequestID), "path", c.FullPath(),
-					"panic", r, "stack", string(debug.Stack()))
-				if !c.Writer.Written() {
-					writeBPError(c, bpErr(500, bpInternal, "internal error"))
-				}
-				c.Abort()
-			}
-		}()
-		c.Next()
-	}
+	return s.recoveryWith(func(c *gin.Context) { writeBPError(c, bpErr(500, bpInternal, "internal error")) })
 }
 
 // bpError is a strategy-surface error before any byte of the answer went out.

@@ -23,6 +23,14 @@ const (
 
 // recovery turns a panic into a logged 500 in OpenAI's error shape (or ends a started stream).
 func (s *Server) recovery() gin.HandlerFunc {
+	return s.recoveryWith(func(c *gin.Context) {
+		writeOpenAIError(c, adaptor.NewError(500, adaptor.TypeServer, "internal_error", "internal error"))
+	})
+}
+
+// recoveryWith turns a panic into a logged 500 that writeInternal renders in the surface's error shape,
+// when nothing of the answer went out yet.
+func (s *Server) recoveryWith(writeInternal func(*gin.Context)) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		defer func() {
 			if r := recover(); r != nil {
@@ -32,7 +40,7 @@ func (s *Server) recovery() gin.HandlerFunc {
 				s.log.Error("panic serving request", "request_id", c.GetString(ctxRequestID), "path", c.FullPath(),
 					"panic", r, "stack", string(debug.Stack()))
 				if !c.Writer.Written() {
-					writeOpenAIError(c, adaptor.NewError(500, adaptor.TypeServer, "internal_error", "internal error"))
+					writeInternal(c)
 				}
 				c.Abort()
 			}
