@@ -21,6 +21,10 @@ type SessionsConfig struct {
 	// Models are the models GET /v1/chat/models lists and conversations name by modelId. Code is the
 	// model name routed to a channel. Empty: every routed model, with ids 1.. in name order.
 	Models []SessionModel `mapstructure:"models"`
+	// WSOrigins are the browser origins (host patterns such as "chat.example.com" or "*.example.com")
+	// allowed to open the conversation WebSocket besides the relay's own; clients that send no Origin
+	// (non-browsers) are always allowed.
+	WSOrigins []string `mapstructure:"ws_origins"`
 }
 
 // SessionModel is one entry of GET /v1/chat/models.

@@ -172,6 +172,23 @@ func buildTurnBody(model string, history []store.Record, in turnRequest) []byte 
 	return append(b, `}]}`...)
 }
 
+// discardResponse is the pump's response writer when the surface frames the turn itself (JSON at the
+// end, WebSocket frames): whatever the pump writes on its own (keep-alive comments) goes nowhere.
+type discardResponse struct{}
+
+func (discardResponse) Header() http.Header         { return http.Header{} }
+func (discardResponse) Write(b []byte) (int, error) { return len(b), nil }
+func (discardResponse) WriteHeader(int)             {}
+
+// startingWriter sends the SSE headers before the pump's own first write (a keep-alive comment).
+type startingWriter struct {
+	gin.ResponseWriter
+	start func()
+}
+
+func (w startingWriter) Write(b []byte) (int, error) { w.start(); return w.ResponseWriter.Write(b) }
+func (w startingWriter) Flush()                      { w.start(); w.ResponseWriter.Flush() }
+
 // partsFramer hands each piece of answer text to emit; the surface frames it.
 type partsFramer struct{ emit func(string) error }
 
@@ -186,9 +203,10 @@ func (partsFramer) End(adaptor.Usage, string) error { return nil }
 func (partsFramer) Fail(*adaptor.Error) error       { return nil }
 
 // runTurn streams the turn through the core (emit gets each piece of text; an emit error means the
-// client is gone) and stores the outcome. It returns the final record and, when the turn failed, the
+// client is gone; w is the response the pump may flush and write keep-alives to) and stores the
+// outcome. It returns the final record and, when the turn failed, the
 // error (nil on success). The record is stored even when ctx is cancelled.
-func (s *Server) runTurn(ctx context.Context, reqID string, t *turn, emit func(string) error) (store.Record, *adaptor.Error) {
+func (s *Server) runTurn(ctx context.Context, reqID string, t *turn, w http.ResponseWriter, emit func(string) error) (store.Record, *adaptor.Error) {
 	tctx, cancel := context.WithTimeout(ctx, s.cfg.Sessions.turnTimeout())
 	defer cancel()
 	co := s.core
@@ -202,7 +220,7 @@ func (s *Server) runTurn(ctx context.Context, reqID string, t *turn, emit func(s
 			return
 		}
 		defer events.Close()
-		res := co.Pump(events, partsFramer{emit: emit}, nil, t.req, call.Start)
+		res := co.Pump(events, partsFramer{emit: emit}, w, t.req, call.Start)
 		if res.Answer != nil {
 			answer = string(*res.Answer)
 		}
@@ -276,7 +294,7 @@ func (s *Server) sessionConversation(c *gin.Context) {
 	}
 	reqID := c.GetString(ctxRequestID)
 	if !strings.Contains(c.GetHeader("Accept"), "text/event-stream") {
-		rec, e := s.runTurn(ctx, reqID, t, func(string) error { return nil })
+		rec, e := s.runTurn(ctx, reqID, t, discardResponse{}, func(string) error { return nil })
 		if e != nil {
 			writeCodeMsg(c, turnErrorStatus(e, rec), "", e.Message)
 			return
@@ -304,7 +322,7 @@ func (s *Server) sessionConversation(c *gin.Context) {
 		w.Flush() // each part goes out as it comes
 		return nil
 	}
-	rec, e := s.runTurn(ctx, reqID, t, func(p string) error {
+	rec, e := s.runTurn(ctx, reqID, t, startingWriter{w, start}, func(p string) error {
 		return frame(turnResponse{Parts: []string{p}})
 	})
 	if e != nil && !started {
@@ -321,6 +339,10 @@ func (s *Server) sessionConversation(c *gin.Context) {
 // socket's) or the question as plain text. Turns run one at a time. When the client closes, the turn in
 // flight is cancelled upstream and its record is marked finished_fail.
 func (s *Server) sessionConversationWS(c *gin.Context) {
+	if !isWebSocketUpgrade(c.Request) {
+		writeCodeMsg(c, http.StatusUpgradeRequired, "", "this route is a WebSocket: send Upgrade: websocket (or POST for one turn)")
+		return
+	}
 	q := c.Request.URL.Query()
 	var first turnRequest
 	var err error
@@ -341,7 +363,9 @@ func (s *Server) sessionConversationWS(c *gin.Context) {
 		s.sessionError(c, err, "session")
 		return
 	}
-	conn, err := websocket.Accept(c.Writer, c.Request, nil)
+	// Same-origin browsers and non-browser clients are accepted; other origins only when listed in
+	// sessions.ws_origins.
+	conn, err := websocket.Accept(c.Writer, c.Request, &websocket.AcceptOptions{OriginPatterns: s.cfg.Sessions.WSOrigins})
 	if err != nil {
 		return // Accept answered the client
 	}
@@ -390,7 +414,7 @@ func (s *Server) sessionConversationWS(c *gin.Context) {
 					return
 				}
 			} else {
-				rec, _ := s.runTurn(ctx, reqID+"-"+strconv.FormatInt(t.rec.ID, 10), t, func(p string) error {
+				rec, _ := s.runTurn(ctx, reqID+"-"+strconv.FormatInt(t.rec.ID, 10), t, discardResponse{}, func(p string) error {
 					return write(turnResponse{Parts: []string{p}})
 				})
 				if ctx.Err() != nil || write(s.finalFrame(t, rec)) != nil {

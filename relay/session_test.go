@@ -132,8 +132,20 @@ func TestSessionAuthFailures(t *testing.T) {
 			t.Fatalf("%s: error echoes a secret: %v", name, b)
 		}
 	}
+	// Every route of the surface wants a token.
+	for _, r := range [][2]string{{"GET", "/v1/chat/models"}, {"POST", "/v1/chat/session"}, {"POST", "/v1/chat/spark_session"},
+		{"GET", "/v1/chat/session/1"}, {"PUT", "/v1/chat/session/1"}, {"DELETE", "/v1/chat/session/1"},
+		{"POST", "/v1/chat/session/rename"}, {"POST", "/v1/chat/session/my_spark_sessions"}, {"POST", "/v1/chat/session/records"},
+		{"POST", "/v1/chat/session/add_files"}, {"POST", "/v1/chat/session/remove_files"}, {"POST", "/v1/chat/session/conversation"},
+		{"GET", "/v1/chat/session/conversation"}, {"POST", "/v1/chat/data/session/search"}, {"GET", "/v1/chat/data/session/1"}} {
+		st, b := sr.call(r[0], r[1], expired, map[string]any{})
+		sr.want("expired token on "+r[0]+" "+r[1], st, b, 401)
+	}
+	// The WebSocket route without an upgrade: 426 in the surface's shape.
+	st, b := sr.call("GET", "/v1/chat/session/conversation?sessionId=1", sr.aliceT, nil)
+	sr.want("no upgrade", st, b, 426)
 	// Admin-only routes: 403 for users, 200 for admins.
-	st, b := sr.call("POST", "/v1/chat/data/session/search", sr.aliceT, map[string]any{})
+	st, b = sr.call("POST", "/v1/chat/data/session/search", sr.aliceT, map[string]any{})
 	sr.want("user on data search", st, b, 403)
 	st, b = sr.call("GET", "/v1/chat/data/session/1", sr.bobT, nil)
 	sr.want("user on data get", st, b, 403)
@@ -489,6 +501,11 @@ func TestSessionConversationWebSocket(t *testing.T) {
 	}
 	if _, final = readTurn(t, ctx, c); final.Code != 400 {
 		t.Fatalf("bad model frame: %+v", final)
+	}
+	// A browser page of another origin is refused unless listed in sessions.ws_origins.
+	evil := http.Header{"Authorization": {"Bearer " + sr.aliceT}, "Origin": {"http://evil.example"}}
+	if _, resp, err := websocket.Dial(ctx, wsURL(sr, fmt.Sprint("sessionId=", id)), &websocket.DialOptions{HTTPHeader: evil}); err == nil || resp.StatusCode != 403 {
+		t.Fatalf("cross-origin dial: %v %v", err, resp)
 	}
 	// The token may also come as ?token= (browsers cannot set headers on a WebSocket).
 	c2, _, err := websocket.Dial(ctx, wsURL(sr, fmt.Sprintf("sessionId=%d&token=%s", id, sr.aliceT)), nil)
