@@ -376,10 +376,7 @@ func (s *Server) sessionUpdate(c *gin.Context) {
 	if it.Model != nil {
 		cur.ModelID = it.Model.ID
 	}
-	check := apiSession{Module: cur.Module, Type: cur.Type, Title: cur.Title}
-	if cur.ModelID != 0 {
-		check.Model = &SessionModel{ID: cur.ModelID}
-	}
+	check := apiSession{Module: cur.Module, Type: cur.Type, Title: cur.Title, Model: it.Model} // a model only when set now
 	if msg := s.checkSessionFields(&check); msg != "" {
 		writeCodeMsg(c, http.StatusBadRequest, "", msg)
 		return

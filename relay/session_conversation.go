@@ -125,8 +125,7 @@ func (s *Server) prepareTurn(ctx context.Context, u store.User, in turnRequest) 
 		return nil, &turnError{500, "internal error"}
 	}
 	if ss.Title == "" {
-		ss.Title = store.TitleFrom(in.Text)
-		if err := s.store.RenameSession(ctx, u.ID, ss.ID, ss.Title); err != nil {
+		if err := s.store.FillSession(ctx, u.ID, ss.ID, store.TitleFrom(in.Text), ""); err != nil {
 			s.log.Warn("session surface: set title", "err", err)
 		}
 	}
@@ -252,9 +251,7 @@ func (s *Server) runTurn(ctx context.Context, reqID string, t *turn, w http.Resp
 		s.log.Error("session surface: store turn outcome", "request_id", reqID, "err", err)
 	}
 	if rec.Status == store.StatusSuccess && t.session.Abstract == "" {
-		ss := t.session
-		ss.Abstract = store.AbstractFrom(answer)
-		if err := s.store.UpdateSession(sctx, t.user.ID, ss); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := s.store.FillSession(sctx, t.user.ID, t.session.ID, "", store.AbstractFrom(answer)); err != nil && !errors.Is(err, store.ErrNotFound) {
 			s.log.Warn("session surface: set abstract", "err", err)
 		}
 	}

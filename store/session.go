@@ -157,6 +157,9 @@ type Sessions interface {
 	// meta, for s.ID owned by userID.
 	UpdateSession(ctx context.Context, userID int64, s Session) error
 	RenameSession(ctx context.Context, userID, id int64, title string) error
+	// FillSession sets the title and abstract of the user's session where they are still empty (an
+	// empty argument leaves its field alone): the first turn's question and answer.
+	FillSession(ctx context.Context, userID, id int64, title, abstract string) error
 	// SetSessionDocuments adds (or with remove, removes) document ids of the user's session.
 	SetSessionDocuments(ctx context.Context, userID, id int64, docIDs []int64, remove bool) error
 	// DeleteSession deletes the user's session and its records.

@@ -215,6 +215,15 @@ func (s *Store) RenameSession(ctx context.Context, userID, id int64, title strin
 	return affected(res, err, "rename session")
 }
 
+// FillSession sets an empty title and an empty abstract of the user's session.
+func (s *Store) FillSession(ctx context.Context, userID, id int64, title, abstract string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE sessions SET
+		title = CASE WHEN title = '' THEN ? ELSE title END,
+		abstract = CASE WHEN abstract = '' THEN ? ELSE abstract END
+		WHERE id = ? AND user_id = ?`, title, abstract, id, userID)
+	return affected(res, err, "fill session")
+}
+
 // SetSessionDocuments adds or removes document ids of the user's session, in one transaction.
 func (s *Store) SetSessionDocuments(ctx context.Context, userID, id int64, docIDs []int64, remove bool) error {
 	tx, err := s.db.BeginTx(ctx, nil)

@@ -362,3 +362,23 @@ func TestSessionCountsFollowChanges(t *testing.T) {
 		t.Fatalf("table has %d chat sessions", scanned)
 	}
 }
+
+func TestFillSessionOnlyFillsEmpty(t *testing.T) {
+	s := openStore(t, dbPath(t), sqlite.Options{})
+	ctx := context.Background()
+	u, other := mustUser(t, s, "ida", ""), mustUser(t, s, "jon", "")
+	ss, _ := s.CreateSession(ctx, store.Session{UserID: u.ID, Title: "kept"})
+	if err := s.FillSession(ctx, other.ID, ss.ID, "x", "y"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("other user: %v", err)
+	}
+	if err := s.FillSession(ctx, u.ID, ss.ID, "new title", "first answer"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FillSession(ctx, u.ID, ss.ID, "", "second answer"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.GetSession(ctx, u.ID, ss.ID)
+	if got.Title != "kept" || got.Abstract != "first answer" {
+		t.Fatalf("filled: %+v", got)
+	}
+}
