@@ -115,7 +115,8 @@ var sessionTypes = map[string]bool{"chat": true, "spark_dataset_chat": true, "sp
 
 // registerSessionRoutes adds the session surface under /v1 with JWT auth.
 func (s *Server) registerSessionRoutes(e *gin.Engine) {
-	g := e.Group("/v1/chat", s.track(), s.jwtAuth(writeCodeMsg))
+	internal := func(c *gin.Context) { writeCodeMsg(c, http.StatusInternalServerError, "", "internal error") }
+	g := e.Group("/v1/chat", s.track(), s.recoveryWith(internal), s.jwtAuth(writeCodeMsg))
 	g.GET("/models", s.chatModels)
 	g.POST("/session", s.sessionSave(0))
 	g.POST("/spark_session", s.sessionSave(store.ModuleSpark))

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -724,3 +726,35 @@ func TestSessionShutdownMidAnswer(t *testing.T) {
 		t.Fatalf("OpenAI-surface turn after stop: %+v", recs)
 	}
 }
+
+// panickyStore panics in SearchSessions, to see the surface's recovery answer in its own shape.
+type panickyStore struct{ store.Store }
+
+func (panickyStore) SearchSessions(context.Context, store.SessionFilter) ([]store.Session, int64, error) {
+	panic("boom")
+}
+
+func TestSessionPanicAnswersInSurfaceShape(t *testing.T) {
+	cfg, err := relay.LoadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Auth.JWT.Secret = testJWTSecret
+	st, err := sqlite.Open(t.TempDir()+"/relay.db", sqlite.Options{Logger: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	u, _ := st.CreateUser(context.Background(), store.User{Name: "p"})
+	tok, _ := relay.IssueToken([]byte(testJWTSecret), u, time.Hour, time.Now())
+	srv := relay.NewServer(cfg, panickyStore{st}, nil, quietLog())
+	req := httptest.NewRequest("POST", "/v1/chat/session/search", strings.NewReader(`{}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, req)
+	if rec.Code != 500 || strings.TrimSpace(rec.Body.String()) != `{"code":500,"msg":"internal error"}` {
+		t.Fatalf("panic answer: %d %s", rec.Code, rec.Body.String())
+	}
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
