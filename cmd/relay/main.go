@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -238,7 +239,7 @@ func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) 
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tMODELS\tADMIN\tLIMITS\tUSED\tCREATED\tSTATUS")
+		fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tMODELS\tADMIN\tUSER\tLIMITS\tUSED\tCREATED\tSTATUS")
 		for _, k := range list {
 			status := "active"
 			if !k.Active() {
@@ -249,7 +250,11 @@ func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) 
 				models = "*"
 			}
 			limits := fmt.Sprintf("rpm=%d tpm=%d streams=%d quota=%d", k.RPM, k.TPM, k.MaxStreams, k.QuotaTokens)
-			fmt.Fprintf(tw, "%d\t%s\t%s…\t%s\t%v\t%s\t%d\t%s\t%s\n", k.ID, k.Name, k.Prefix, models, k.Admin, limits, k.UsedTokens,
+			user := "-"
+			if k.UserID != 0 {
+				user = strconv.FormatInt(k.UserID, 10)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s…\t%s\t%v\t%s\t%s\t%d\t%s\t%s\n", k.ID, k.Name, k.Prefix, models, k.Admin, user, limits, k.UsedTokens,
 				k.CreatedAt.UTC().Format(time.RFC3339), status)
 		}
 		return tw.Flush()

@@ -64,6 +64,9 @@ func TestUsersAndTokens(t *testing.T) {
 	if err != nil || k.UserID != 2 {
 		t.Fatalf("key owner: %+v %v", k, err)
 	}
+	if list, _ := runCLI(t, "-config", cfg, "keys", "list"); !strings.Contains(list, "USER") || !strings.Contains(list, "false  2 ") {
+		t.Fatalf("keys list shows no owner:\n%s", list)
+	}
 	if _, err := runCLI(t, "-config", cfg, "keys", "create", "--name", "x", "--user", "nobody"); err == nil {
 		t.Fatal("key for an unknown user created")
 	}
