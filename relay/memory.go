@@ -33,27 +33,37 @@ func retainedMemory() uint64 {
 	return total.Uint64() - released.Uint64()
 }
 
-// releaseMemoryWhenIdle checks every interval until ctx ends. idle reports whether no request is in flight; busy
-// reports whether any request was seen since the last call (a request that came and went between two
-// checks counts as activity).
+// releaseMemoryWhenIdle checks every interval until ctx ends. idle reports whether no request is in
+// flight; busy reports whether any request was seen since the last call (a request that came and went
+// between two checks counts as activity). On a quiet check it releases when the runtime holds
+// memoryReleaseSlack more than after the last release (a burst just ended), or, at most every twelve
+// intervals (a minute), when it holds that much more than the least it has held after a release: memory
+// that became garbage later, such as upstream connections closed when their idle timeout passed, goes
+// back too.
 func releaseMemoryWhenIdle(ctx context.Context, every time.Duration, idle func() bool, busy func() bool) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	floor := retainedMemory()
+	afterLast := retainedMemory()
+	low := afterLast
+	sinceRelease := 0 // checks since the last release
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		sinceRelease++
 		if busy() || !idle() {
 			continue // wait for a whole quiet interval
 		}
-		if r := retainedMemory(); r > floor+memoryReleaseSlack {
+		r := retainedMemory()
+		if r > afterLast+memoryReleaseSlack || (sinceRelease >= 12 && r > low+memoryReleaseSlack) {
 			debug.FreeOSMemory()
-			floor = retainedMemory()
-		} else if r < floor {
-			floor = r
+			afterLast, sinceRelease = retainedMemory(), 0
+			low = min(low, afterLast)
+		} else if r < afterLast {
+			afterLast = r
+			low = min(low, r)
 		}
 	}
 }
