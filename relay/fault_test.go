@@ -359,7 +359,9 @@ func TestFaultUpstreams(t *testing.T) {
 			t.Parallel()
 			t.Run("alone", func(t *testing.T) {
 				tr := newTestRelay(t, nil, faultChannel(fc, fc.upstream(t)))
-				res := faultPost(t, http.DefaultClient, tr.URL, tr.Key, fc.stream)
+				// A key that belongs to a user, so the conversation is logged into the user's sessions too.
+				user, key := userKey(t, tr)
+				res := faultPost(t, http.DefaultClient, tr.URL, key, fc.stream)
 				if res.elapsed > faultBound {
 					t.Fatalf("took %v (bound %v)", res.elapsed, faultBound)
 				}
@@ -373,6 +375,15 @@ func TestFaultUpstreams(t *testing.T) {
 					if fc.status == 429 && res.header.Get("Retry-After") != "3" {
 						t.Fatalf("Retry-After %q, want the upstream's", res.header.Get("Retry-After"))
 					}
+				}
+				// Before tr.logs(), which closes the store.
+				rec := sessionRecord(t, tr, user)
+				want := store.StatusFail
+				if fc.status == 504 {
+					want = store.StatusTimeout
+				}
+				if rec.Status != want || rec.ProblemText != "hi" || !strings.Contains(rec.Error, fc.code) {
+					t.Fatalf("session record does not record the failure (want %s with %q): %+v", want, fc.code, rec)
 				}
 				rows := tr.logs()
 				if len(rows) != 1 {
@@ -425,6 +436,47 @@ func TestFaultUpstreams(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// userKey makes a user and a relay key of theirs.
+func userKey(t *testing.T, tr *testRelay) (store.User, string) {
+	t.Helper()
+	ctx := context.Background()
+	u, err := tr.Store.CreateUser(ctx, store.User{Name: "fault-user", Role: store.RoleUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := "sk-relay-fault-user-" + adaptor.NewID("")
+	if _, err := tr.Store.CreateKey(ctx, store.Key{Name: "fault-user", Prefix: secret[:12], Hash: relay.HashKey(secret), UserID: u.ID}); err != nil {
+		t.Fatal(err)
+	}
+	return u, secret
+}
+
+// sessionRecord waits for the one record the user's conversation left (the writer is asynchronous).
+func sessionRecord(t *testing.T, tr *testRelay, u store.User) store.Record {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ss, _, err := tr.Store.SearchSessions(ctx, store.SessionFilter{UserID: u.ID, Page: 1, Size: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ss) == 1 {
+			recs, _, err := tr.Store.ListRecords(ctx, u.ID, ss[0].ID, 1, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(recs) == 1 && recs[0].Status != store.StatusProcessing {
+				return recs[0]
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no finished session record for the user after 5s (%d sessions)", len(ss))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
