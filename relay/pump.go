@@ -49,10 +49,13 @@ func (r *PumpResult) Release() {
 	r.Answer = nil
 }
 
-// Pump copies events to the framer, flushing each one as it is written, until the upstream ends or
-// fails. Client disconnect surfaces as a write error or a cancelled upstream read; either ends the pump
-// and the caller closes the events, which cancels the upstream. start is the request's start time.
-func (co *Core) Pump(events adaptor.Events, f Framer, w http.ResponseWriter, req *adaptor.Request, start time.Time) PumpResult {
+// Pump copies events to the framer until the upstream ends or fails, flushing what was written before
+// each wait for the upstream. Client disconnect surfaces as a write error or a cancelled upstream read;
+// either ends the pump and the caller closes the events, which cancels the upstream. w is what the pump
+// flushes (when it is an http.Flusher) and writes keep-alive comments to: the response the framer
+// writes into, or io.Discard when the surface frames the answer some other way. start is the request's
+// start time.
+func (co *Core) Pump(events adaptor.Events, f Framer, w io.Writer, req *adaptor.Request, start time.Time) PumpResult {
 	flusher, _ := w.(http.Flusher)
 	// Flush when the relay is about to wait for the upstream, not after every chunk: events that already
 	// arrived together leave in one write syscall, with no added latency. Events that cannot tell when

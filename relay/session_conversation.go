@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -171,14 +172,6 @@ func buildTurnBody(model string, history []store.Record, in turnRequest) []byte 
 	return append(b, `}]}`...)
 }
 
-// discardResponse is the pump's response writer when the surface frames the turn itself (JSON at the
-// end, WebSocket frames): whatever the pump writes on its own (keep-alive comments) goes nowhere.
-type discardResponse struct{}
-
-func (discardResponse) Header() http.Header         { return http.Header{} }
-func (discardResponse) Write(b []byte) (int, error) { return len(b), nil }
-func (discardResponse) WriteHeader(int)             {}
-
 // startingWriter sends the SSE headers before the pump's own first write (a keep-alive comment).
 type startingWriter struct {
 	gin.ResponseWriter
@@ -202,10 +195,11 @@ func (partsFramer) End(adaptor.Usage, string) error { return nil }
 func (partsFramer) Fail(*adaptor.Error) error       { return nil }
 
 // runTurn streams the turn through the core (emit gets each piece of text; an emit error means the
-// client is gone; w is the response the pump may flush and write keep-alives to) and stores the
+// client is gone; w is the response the pump may flush and write keep-alives to, io.Discard when the
+// surface frames the turn itself: JSON at the end, WebSocket frames) and stores the
 // outcome. It returns the final record and, when the turn failed, the
 // error (nil on success). The record is stored even when ctx is cancelled.
-func (s *Server) runTurn(ctx context.Context, reqID string, t *turn, w http.ResponseWriter, emit func(string) error) (store.Record, *adaptor.Error) {
+func (s *Server) runTurn(ctx context.Context, reqID string, t *turn, w io.Writer, emit func(string) error) (store.Record, *adaptor.Error) {
 	tctx, cancel := context.WithTimeout(ctx, s.cfg.Sessions.turnTimeout())
 	defer cancel()
 	co := s.core
@@ -291,7 +285,7 @@ func (s *Server) sessionConversation(c *gin.Context) {
 	}
 	reqID := c.GetString(ctxRequestID)
 	if !strings.Contains(c.GetHeader("Accept"), "text/event-stream") {
-		rec, e := s.runTurn(ctx, reqID, t, discardResponse{}, func(string) error { return nil })
+		rec, e := s.runTurn(ctx, reqID, t, io.Discard, func(string) error { return nil })
 		if e != nil {
 			writeCodeMsg(c, turnErrorStatus(e, rec), "", e.Message)
 			return
@@ -411,7 +405,7 @@ func (s *Server) sessionConversationWS(c *gin.Context) {
 					return
 				}
 			} else {
-				rec, _ := s.runTurn(ctx, reqID+"-"+strconv.FormatInt(t.rec.ID, 10), t, discardResponse{}, func(p string) error {
+				rec, _ := s.runTurn(ctx, reqID+"-"+strconv.FormatInt(t.rec.ID, 10), t, io.Discard, func(p string) error {
 					return write(turnResponse{Parts: []string{p}})
 				})
 				if ctx.Err() != nil || write(s.finalFrame(t, rec)) != nil {
