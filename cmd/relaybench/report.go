@@ -123,8 +123,9 @@ func (b *bench) report(date string) string {
 		p("RSS is VmRSS from /proc/<pid>/status, sampled every 20 ms; VmHWM is the process's lifetime peak. The baseline is " +
 			"the RSS just before the test (after the throughput rounds); \"after\" samples start when the last stream ended and the " +
 			"load generator closed its connections, and stop once RSS is within 10%% of the baseline. A Go process returns " +
-			"freed memory to the OS only after a GC, and an idle one runs a GC only every 2 minutes, so RSS stays near the " +
-			"peak until then; `-rss-wait 6m` follows it long enough to see it come back.")
+			"freed memory to the OS only after a GC, and an idle one runs a GC only every 2 minutes; the relay forces one " +
+			"once it has been idle for 5 s, and again (at most once a minute) for memory freed later, such as upstream " +
+			"connections closed after their 90 s idle timeout. `-rss-wait 3m` follows it long enough to see it come back.")
 		p("")
 		p("| process | streams ok | RSS at start | baseline | peak RSS | VmHWM | peak − baseline per stream | after the load | back within 10%% | TTFB p99 | gap p50 | gap p99 |")
 		p("|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|")
