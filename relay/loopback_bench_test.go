@@ -16,10 +16,18 @@ import (
 // listener, SQLite log) → OpenAI mock. The CPU it reports includes the mock's and the client's; its
 // use is the profile (-cpuprofile), which shows where the relay's share goes next to net/http's.
 func BenchmarkLoopbackStream21(b *testing.B) {
+	loopback(b, `{"model":"bench","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"What animal is on this sign?"}]}`)
+}
+
+// BenchmarkLoopbackNonStream is the same for a non-stream request.
+func BenchmarkLoopbackNonStream(b *testing.B) {
+	loopback(b, `{"model":"bench","messages":[{"role":"user","content":"What animal is on this sign?"}]}`)
+}
+
+func loopback(b *testing.B, body string) {
 	mock := openaitest.New(openaitest.Options{Answer: strings.Repeat("word ", 200), Chunks: 21})
 	defer mock.Close()
 	tr := relaytest.Start(b, testKinds(), func(c *relay.Config) { c.Auth.KeyCacheTTL = time.Minute }, openaiChannel("mock", mock.BaseURL(), "bench"))
-	body := `{"model":"bench","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"What animal is on this sign?"}]}`
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.ReportAllocs()
 	b.ResetTimer()
