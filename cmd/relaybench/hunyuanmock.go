@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
-	"time"
 )
 
 // hunyuanMock is a fast upstream shaped like Tencent Hunyuan's native API (ChatCompletions 2023-09-01,
@@ -124,28 +123,6 @@ func (m *hunyuanMock) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-TC-RequestId", hunyuanRequestID)
-	flusher, _ := w.(http.Flusher)
-	var timer *time.Timer
-	for i, f := range m.frames {
-		if i > 0 && m.opt.Delay > 0 {
-			if timer == nil {
-				timer = time.NewTimer(m.opt.Delay)
-				defer timer.Stop()
-			} else {
-				timer.Reset(m.opt.Delay)
-			}
-			select {
-			case <-timer.C:
-			case <-r.Context().Done():
-				return
-			}
-		}
-		if _, err := w.Write(f); err != nil {
-			return
-		}
-		if flusher != nil {
-			flusher.Flush()
-		}
-	}
+	writeFrames(w, r, m.frames, m.opt.Delay)
 	// No [DONE]: returning ends the response, which is Hunyuan's end of stream.
 }

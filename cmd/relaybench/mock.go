@@ -120,30 +120,7 @@ func (m *mock) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
-	flusher, _ := w.(http.Flusher)
-	var timer *time.Timer
-	for i, f := range m.frames {
-		if i > 0 && m.opt.Delay > 0 {
-			if timer == nil {
-				timer = time.NewTimer(m.opt.Delay)
-				defer timer.Stop()
-			} else {
-				timer.Reset(m.opt.Delay)
-			}
-			select {
-			case <-timer.C:
-			case <-r.Context().Done():
-				return
-			}
-		}
-		if _, err := w.Write(f); err != nil {
-			return
-		}
-		// A real model emits tokens one by one: flush every chunk so the proxies see separate frames.
-		if flusher != nil {
-			flusher.Flush()
-		}
-	}
+	writeFrames(w, r, m.frames, m.opt.Delay)
 	if req.StreamOptions.IncludeUsage {
 		w.Write(m.usage)
 	}
@@ -178,4 +155,32 @@ func splitEven(s string, n int) []string {
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// writeFrames writes a stream's frames with delay between them, each flushed: a real model emits tokens
+// one by one, so the proxies see separate frames. It stops when the client goes away.
+func writeFrames(w http.ResponseWriter, r *http.Request, frames [][]byte, delay time.Duration) {
+	flusher, _ := w.(http.Flusher)
+	var timer *time.Timer
+	for i, f := range frames {
+		if i > 0 && delay > 0 {
+			if timer == nil {
+				timer = time.NewTimer(delay)
+				defer timer.Stop()
+			} else {
+				timer.Reset(delay)
+			}
+			select {
+			case <-timer.C:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if _, err := w.Write(f); err != nil {
+			return
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+	}
 }
