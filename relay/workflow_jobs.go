@@ -106,6 +106,19 @@ func (s *Server) runJob(ctx context.Context, j store.Job) (status int, body []by
 		}
 		return st, appendOpenAIError(nil, e), false
 	}
+	// The key that submitted the job must still be active when it runs (a job may wait, or survive a
+	// restart): a revoked key's jobs end with the same 401 its requests get.
+	owner, err := s.store.KeyByID(ctx, j.Owner)
+	switch {
+	case errors.Is(err, store.ErrNotFound) || (err == nil && !owner.Active()):
+		return fail(&adaptor.Error{Status: 401, Type: adaptor.TypeInvalidRequest, Code: "invalid_api_key",
+			Message: "The relay key that submitted this job has been revoked."})
+	case err != nil:
+		if ctx.Err() != nil {
+			return 0, nil, true
+		}
+		return fail(adaptor.NewError(503, adaptor.TypeServer, "store_unavailable", "cannot check the job's relay key right now"))
+	}
 	req, aerr := ParseChatRequest(j.Request)
 	if aerr != nil {
 		return fail(aerr)
@@ -152,17 +165,12 @@ func (s *Server) chargeJob(ctx context.Context, j store.Job, u adaptor.Usage) {
 	}
 	if !known {
 		// No limit state here for the key (no limits, or a restart since submission): read its quota.
-		keys, err := s.store.ListKeys(ctx)
+		k, err := s.store.KeyByID(ctx, j.Owner)
 		if err != nil {
 			s.log.Warn("jobs: cannot read the owner key's quota", "task_id", j.ID, "err", err)
 			return
 		}
-		for _, k := range keys {
-			if k.ID == j.Owner && k.QuotaTokens > 0 {
-				s.store.AddKeyUsage(k.ID, int64(u.TotalTokens))
-			}
-		}
-		return
+		quota = k.QuotaTokens > 0
 	}
 	if quota {
 		s.store.AddKeyUsage(j.Owner, int64(u.TotalTokens))

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -27,6 +28,7 @@ import (
 	"relay/relay"
 	"relay/relay/relaytest"
 	"relay/store"
+	"relay/store/sqlite"
 )
 
 const (
@@ -846,5 +848,58 @@ func TestBatchJobsCountAgainstKeyLimits(t *testing.T) {
 			t.Fatalf("stored quota spending %d, want the jobs' %d tokens", used, want)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A job whose key is revoked before it runs (here: while the relay was down, the job interrupted)
+// ends with the 401 a request of that key gets, and reaches no upstream.
+func TestBatchJobOfRevokedKeyDoesNotRun(t *testing.T) {
+	env := newWFEnv(t, func(c *relay.Config) { c.Server.ShutdownGrace = 200 * time.Millisecond })
+	secret := "sk-relay-batch-revoked"
+	k, err := env.Store.CreateKey(context.Background(), store.Key{Name: "soon-revoked", Prefix: secret[:12], Hash: relay.HashKey(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := submit(t, env, secret, `{"work_id":"wf-slow","is_batch":true,"messages":[{"role":"user","content":"hi"}]}`)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(env.slow.Requests()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the job never reached the upstream")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	env.Close() // the job goes back to pending
+	st, err := sqlite.Open(env.Path, sqlite.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RevokeKey(context.Background(), "soon-revoked"); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	env.slow.SetOptions(fastgpttest.Options{Key: appKeySlow, Answer: "slow answer"})
+	again := relaytest.Start(t, map[string]adaptor.Adaptor{"fastgpt": fastgpt.New()}, func(c *relay.Config) {
+		c.Store.Path = env.Path
+		c.Workflows.Apps = []relay.WorkflowConfig{{WorkID: "wf-slow", EventType: "fastgpt", Channel: "fg-d", AppKey: appKeySlow}}
+	}, fastgptChannel("fg-d", env.slow.URL))
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		j, _, err := again.Store.GetJob(context.Background(), id, k.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Status == store.JobCompleted {
+			if j.ResultStatus != 401 || gjson.GetBytes(j.Result, "error.code").Str != "invalid_api_key" {
+				t.Fatalf("revoked key's job: %d %s", j.ResultStatus, j.Result)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job still %s", j.Status)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(env.slow.Requests()); n != 1 {
+		t.Fatalf("the upstream was called %d times; want only the run before the revoke", n)
 	}
 }

@@ -76,6 +76,8 @@ type Keys interface {
 	// RevokeKey revokes the active key with this name (or numeric id).
 	RevokeKey(ctx context.Context, nameOrID string) error
 	KeyByHash(ctx context.Context, hash string) (Key, error)
+	// KeyByID reads a key by id (revoked keys too); background work checks its owner key with it.
+	KeyByID(ctx context.Context, id int64) (Key, error)
 	// AddKeyUsage adds spent tokens to a key's quota account through the async writer.
 	AddKeyUsage(keyID int64, tokens int64)
 }

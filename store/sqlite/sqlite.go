@@ -278,6 +278,11 @@ func (s *Store) KeyByHash(ctx context.Context, hash string) (store.Key, error) {
 	return scanKey(s.db.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM keys WHERE hash = ?`, hash))
 }
 
+// KeyByID reads a key by its id.
+func (s *Store) KeyByID(ctx context.Context, id int64) (store.Key, error) {
+	return scanKey(s.db.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM keys WHERE id = ?`, id))
+}
+
 // AddKeyUsage queues tokens spent by a key for its quota account.
 func (s *Store) AddKeyUsage(keyID int64, tokens int64) {
 	if tokens > 0 {
