@@ -1,7 +1,10 @@
 package gemini
 
 import (
+	"math"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -81,5 +84,11 @@ func errorFrom(httpStatus int, e gjson.Result) *adaptor.Error {
 	if msg == "" && rpc != "" {
 		msg = rpc
 	}
-	return adaptor.UpstreamError(status, code, msg)
+	ae := adaptor.UpstreamError(status, code, msg)
+	// RetryInfo's delay ("37s", "1.5s") becomes Retry-After in whole seconds, for the client and for
+	// the relay's key rotation (Send uses an HTTP Retry-After header only when the body gives none).
+	if d, err := time.ParseDuration(retry); err == nil && d > 0 {
+		ae.RetryAfter = strconv.Itoa(int(math.Ceil(d.Seconds())))
+	}
+	return ae
 }

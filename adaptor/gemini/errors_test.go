@@ -53,6 +53,9 @@ func TestParseError(t *testing.T) {
 			if !strings.HasPrefix(e.Message, "upstream: ") {
 				t.Fatalf("message %q", e.Message)
 			}
+			if want := map[bool]string{true: "37"}[c.name == "quota"]; e.RetryAfter != want {
+				t.Fatalf("RetryAfter %q, want %q", e.RetryAfter, want)
+			}
 		})
 	}
 	for _, body := range []string{"", "<html>bad gateway</html>", `{"message":"x"}`, `{"error":"flat"}`} {
