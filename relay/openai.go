@@ -93,7 +93,7 @@ func (s *Server) serveChat(c *gin.Context, co *Core, call *Call,
 	defer co.Finish(call)
 	var answer []byte // for the key's user's sessions (session_log.go): queued, never written here
 	if s.sessionLogging(key) {
-		defer func() { s.logConversation(c, key, call, answer, call.Req.Stream) }()
+		defer func() { s.logConversation(c.GetHeader(HeaderSession), key, call, answer, call.Req.Stream) }()
 	}
 	req, ctx := call.Req, c.Request.Context()
 	if !req.Stream {

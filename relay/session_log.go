@@ -3,7 +3,6 @@ package relay
 import (
 	"strings"
 
-	"github.com/gin-gonic/gin"
 	"github.com/tidwall/gjson"
 
 	"relay/adaptor"
@@ -25,13 +24,14 @@ func (s *Server) sessionLogging(key *store.Key) bool {
 	return key.UserID != 0 && s.cfg.Sessions.LogEnabled()
 }
 
-// conversationKey is the external key of the session a call belongs to: X-Relay-Session, then the
-// FastGPT chat_id, then the OpenAI `user`; a call with none is a one-turn session of its own.
-func conversationKey(c *gin.Context, req *adaptor.Request, requestID string) string {
+// conversationKey is the external key of the session a call belongs to: the X-Relay-Session header
+// (session), then the FastGPT chat_id, then the OpenAI `user`; a call with none is a one-turn session
+// of its own.
+func conversationKey(session string, req *adaptor.Request, requestID string) string {
 	k := "req:" + requestID
 	switch {
-	case strings.TrimSpace(c.GetHeader(HeaderSession)) != "":
-		k = "session:" + strings.TrimSpace(c.GetHeader(HeaderSession))
+	case strings.TrimSpace(session) != "":
+		k = "session:" + strings.TrimSpace(session)
 	case req.ChatID != "":
 		k = "chat:" + req.ChatID
 	case req.User != "":
@@ -55,9 +55,10 @@ func lastUserText(body []byte) string {
 	return adaptor.MessageText(last)
 }
 
-// logConversation queues the call's turn for its key's user. answer is the streamed answer text, or
-// for a non-stream call the completion body (its first choice's content is taken).
-func (s *Server) logConversation(c *gin.Context, key *store.Key, call *Call, answer []byte, stream bool) {
+// logConversation queues the call's turn for its key's user. session is the call's X-Relay-Session
+// header ("" for none); answer is the streamed answer text, or for a non-stream call the completion body
+// (its first choice's content is taken).
+func (s *Server) logConversation(session string, key *store.Key, call *Call, answer []byte, stream bool) {
 	req := call.Req
 	text := string(answer)
 	if !stream {
@@ -79,5 +80,5 @@ func (s *Server) logConversation(c *gin.Context, key *store.Key, call *Call, ans
 		rec.Status, rec.Error = store.StatusFail, errStatusText(e)
 	}
 	s.store.LogConversation(store.Conversation{UserID: key.UserID, Module: store.ModuleChat, Type: "chat",
-		ExtID: conversationKey(c, req, call.ID), Title: rec.ProblemText, Record: rec})
+		ExtID: conversationKey(session, req, call.ID), Title: rec.ProblemText, Record: rec})
 }

@@ -140,6 +140,15 @@ func (s *Server) runJob(ctx context.Context, j store.Job) (status int, body []by
 	}
 	call := NewCall(j.ID, j.Owner, j.Surface, req)
 	defer co.Finish(call)
+	if s.sessionLogging(&owner) {
+		// The turn goes into the key's user's sessions like a synchronous call's (chat_id picks the
+		// session); a job cut by a stop runs again, and is logged then.
+		defer func() {
+			if !interrupted {
+				s.logConversation("", &owner, call, body, false)
+			}
+		}()
+	}
 	cctx, cancel := s.jobTimeoutCtx(ctx)
 	defer cancel()
 	comp, aerr := co.Complete(cctx, call)

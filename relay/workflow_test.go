@@ -903,3 +903,44 @@ func TestBatchJobOfRevokedKeyDoesNotRun(t *testing.T) {
 		t.Fatalf("the upstream was called %d times; want only the run before the revoke", n)
 	}
 }
+
+// A batch job of a key that belongs to a user is logged into that user's sessions like a synchronous
+// call: its chat_id names the session.
+func TestBatchJobLoggedIntoSessions(t *testing.T) {
+	env := newWFEnv(t, nil)
+	ctx := context.Background()
+	u, err := env.Store.CreateUser(ctx, store.User{Name: "batch-user", Role: store.RoleUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := "sk-relay-batch-user"
+	if _, err := env.Store.CreateKey(ctx, store.Key{Name: "batch-user", Prefix: secret[:12], Hash: relay.HashKey(secret), UserID: u.ID}); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := submit(t, env, secret, `{"model":"demo","is_batch":true,"chat_id":"conv-batch","messages":[{"role":"user","content":"log me"}]}`)
+	env.waitTask(t, secret, id, 5*time.Second, "completed")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ss, _, err := env.Store.SearchSessions(ctx, store.SessionFilter{UserID: u.ID, Page: 1, Size: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ss) == 1 {
+			recs, _, err := env.Store.ListRecords(ctx, u.ID, ss[0].ID, 1, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(recs) == 1 {
+				r := recs[0]
+				if ss[0].ExtID != "chat:conv-batch" || r.ProblemText != "log me" || r.AnswerText != "You said: log me" || r.Status != store.StatusSuccess {
+					t.Fatalf("session %+v record %+v", ss[0], r)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no logged turn after 5s (%d sessions)", len(ss))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
