@@ -361,9 +361,9 @@ func (s *Server) send(live context.Context, c *websocket.Conn, frame []byte, del
 		return false
 	}
 	if err := s.write(live, c, frame); err != nil {
-		if live.Err() != nil {
-			s.noteClientClose()
-		}
+		// A write fails because the client went away, even when the background read has not noticed
+		// it yet (a close racing the write).
+		s.noteClientClose()
 		return false
 	}
 	return true
