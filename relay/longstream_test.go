@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A long stream (100,000 chunks, 6 MB of answer) does not grow the relay's memory: nothing keeps
@@ -44,7 +46,15 @@ func TestLongStreamMemoryFlat(t *testing.T) {
 	}))
 	defer up.Close()
 	tr := newTestRelay(t, nil, openaiChannel("up", up.URL+"/v1", "m1"))
-	resp := tr.post(tr.Key, `{"model":"m1","stream":true,"messages":[{"role":"user","content":"go on"}]}`)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a stall fails the test, not the suite
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, tr.URL+"/chat/completions",
+		strings.NewReader(`{"model":"m1","stream":true,"messages":[{"role":"user","content":"go on"}]}`))
+	req.Header.Set("Authorization", "Bearer "+tr.Key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
