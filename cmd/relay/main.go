@@ -112,6 +112,18 @@ func loadConfig(path string, stderr io.Writer) (*relay.Config, error) {
 	return relay.LoadConfig(path)
 }
 
+// withStore runs a CLI subcommand's work against the store, with a 30-second bound, and closes it.
+func withStore(cfg *relay.Config, log *slog.Logger, fn func(ctx context.Context, st *sqlite.Store) error) error {
+	st, err := openStore(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return fn(ctx, st)
+}
+
 func openStore(cfg *relay.Config, log *slog.Logger) (*sqlite.Store, error) {
 	return sqlite.Open(cfg.Store.Path, sqlite.Options{
 		QueueSize: cfg.Store.QueueSize, BatchSize: cfg.Store.BatchSize, FlushInterval: cfg.Store.FlushInterval, Logger: log,
@@ -181,97 +193,92 @@ func keys(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer) 
 	if len(args) == 0 {
 		return errors.New("keys: want create, list or revoke")
 	}
-	st, err := openStore(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	switch args[0] {
-	case "create":
-		fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
-		name := fs.String("name", "", "key name (required)")
-		models := fs.String("models", "", "comma-separated models the key may use (default: all)")
-		admin := fs.Bool("admin", false, "the key may also read operational endpoints (GET /v1/relay/channels)")
-		rpm := fs.Int("rpm", 0, "requests per minute (0: no limit)")
-		tpm := fs.Int("tpm", 0, "tokens per minute (0: no limit)")
-		streams := fs.Int("max-streams", 0, "concurrent streams (0: no limit)")
-		quota := fs.Int64("quota", 0, "total tokens the key may spend (0: no limit)")
-		owner := fs.String("user", "", "user (name or id) whose sessions the key's conversations are logged to")
-		if err := fs.Parse(args[1:]); err != nil {
-			return err
-		}
-		if *name == "" {
-			return errors.New("keys create: --name is required")
-		}
-		secret, err := NewSecret()
-		if err != nil {
-			return err
-		}
-		if *rpm < 0 || *tpm < 0 || *streams < 0 || *quota < 0 {
-			return errors.New("keys create: limits must not be negative")
-		}
-		k := store.Key{Name: *name, Prefix: secret[:12], Hash: relay.HashKey(secret), Admin: *admin,
-			RPM: *rpm, TPM: *tpm, MaxStreams: *streams, QuotaTokens: *quota}
-		if *owner != "" {
-			u, err := findUser(ctx, st, *owner)
-			if err != nil {
-				return fmt.Errorf("keys create: %w", err)
+	return withStore(cfg, log, func(ctx context.Context, st *sqlite.Store) error {
+		switch args[0] {
+		case "create":
+			fs := flag.NewFlagSet("keys create", flag.ContinueOnError)
+			name := fs.String("name", "", "key name (required)")
+			models := fs.String("models", "", "comma-separated models the key may use (default: all)")
+			admin := fs.Bool("admin", false, "the key may also read operational endpoints (GET /v1/relay/channels)")
+			rpm := fs.Int("rpm", 0, "requests per minute (0: no limit)")
+			tpm := fs.Int("tpm", 0, "tokens per minute (0: no limit)")
+			streams := fs.Int("max-streams", 0, "concurrent streams (0: no limit)")
+			quota := fs.Int64("quota", 0, "total tokens the key may spend (0: no limit)")
+			owner := fs.String("user", "", "user (name or id) whose sessions the key's conversations are logged to")
+			if err := fs.Parse(args[1:]); err != nil {
+				return err
 			}
-			k.UserID = u.ID
-		}
-		if *models != "" {
-			for _, m := range strings.Split(*models, ",") {
-				if m = strings.TrimSpace(m); m != "" {
-					k.Models = append(k.Models, m)
+			if *name == "" {
+				return errors.New("keys create: --name is required")
+			}
+			secret, err := NewSecret()
+			if err != nil {
+				return err
+			}
+			if *rpm < 0 || *tpm < 0 || *streams < 0 || *quota < 0 {
+				return errors.New("keys create: limits must not be negative")
+			}
+			k := store.Key{Name: *name, Prefix: secret[:12], Hash: relay.HashKey(secret), Admin: *admin,
+				RPM: *rpm, TPM: *tpm, MaxStreams: *streams, QuotaTokens: *quota}
+			if *owner != "" {
+				u, err := findUser(ctx, st, *owner)
+				if err != nil {
+					return fmt.Errorf("keys create: %w", err)
+				}
+				k.UserID = u.ID
+			}
+			if *models != "" {
+				for _, m := range strings.Split(*models, ",") {
+					if m = strings.TrimSpace(m); m != "" {
+						k.Models = append(k.Models, m)
+					}
 				}
 			}
-		}
-		if _, err := st.CreateKey(ctx, k); err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, secret)
-		return nil
-	case "list":
-		list, err := st.ListKeys(ctx)
-		if err != nil {
-			return err
-		}
-		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tMODELS\tADMIN\tUSER\tLIMITS\tUSED\tCREATED\tSTATUS")
-		for _, k := range list {
-			status := "active"
-			if !k.Active() {
-				status = "revoked " + k.RevokedAt.UTC().Format(time.RFC3339)
+			if _, err := st.CreateKey(ctx, k); err != nil {
+				return err
 			}
-			models := strings.Join(k.Models, ",")
-			if models == "" {
-				models = "*"
+			fmt.Fprintln(stdout, secret)
+			return nil
+		case "list":
+			list, err := st.ListKeys(ctx)
+			if err != nil {
+				return err
 			}
-			limits := fmt.Sprintf("rpm=%d tpm=%d streams=%d quota=%d", k.RPM, k.TPM, k.MaxStreams, k.QuotaTokens)
-			user := "-"
-			if k.UserID != 0 {
-				user = strconv.FormatInt(k.UserID, 10)
+			tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tPREFIX\tMODELS\tADMIN\tUSER\tLIMITS\tUSED\tCREATED\tSTATUS")
+			for _, k := range list {
+				status := "active"
+				if !k.Active() {
+					status = "revoked " + k.RevokedAt.UTC().Format(time.RFC3339)
+				}
+				models := strings.Join(k.Models, ",")
+				if models == "" {
+					models = "*"
+				}
+				limits := fmt.Sprintf("rpm=%d tpm=%d streams=%d quota=%d", k.RPM, k.TPM, k.MaxStreams, k.QuotaTokens)
+				user := "-"
+				if k.UserID != 0 {
+					user = strconv.FormatInt(k.UserID, 10)
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s…\t%s\t%v\t%s\t%s\t%d\t%s\t%s\n", k.ID, k.Name, k.Prefix, models, k.Admin, user, limits, k.UsedTokens,
+					k.CreatedAt.UTC().Format(time.RFC3339), status)
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s…\t%s\t%v\t%s\t%s\t%d\t%s\t%s\n", k.ID, k.Name, k.Prefix, models, k.Admin, user, limits, k.UsedTokens,
-				k.CreatedAt.UTC().Format(time.RFC3339), status)
-		}
-		return tw.Flush()
-	case "revoke":
-		if len(args) != 2 {
-			return errors.New("keys revoke: want one NAME or ID")
-		}
-		if err := st.RevokeKey(ctx, args[1]); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return fmt.Errorf("keys revoke: no active key named %q", args[1])
+			return tw.Flush()
+		case "revoke":
+			if len(args) != 2 {
+				return errors.New("keys revoke: want one NAME or ID")
 			}
-			return err
+			if err := st.RevokeKey(ctx, args[1]); err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("keys revoke: no active key named %q", args[1])
+				}
+				return err
+			}
+			fmt.Fprintln(stdout, "revoked", args[1])
+			return nil
 		}
-		fmt.Fprintln(stdout, "revoked", args[1])
-		return nil
-	}
-	return fmt.Errorf("keys: unknown subcommand %q", args[0])
+		return fmt.Errorf("keys: unknown subcommand %q", args[0])
+	})
 }
 
 // NewSecret returns a new relay key: "sk-relay-" and 32 base-62 characters (190 bits).

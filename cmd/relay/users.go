@@ -13,6 +13,7 @@ import (
 
 	"relay/relay"
 	"relay/store"
+	"relay/store/sqlite"
 )
 
 // users runs `relay users create|list`.
@@ -20,50 +21,45 @@ func users(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer)
 	if len(args) == 0 {
 		return errors.New("users: want create or list")
 	}
-	st, err := openStore(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	switch args[0] {
-	case "create":
-		fs := flag.NewFlagSet("users create", flag.ContinueOnError)
-		name := fs.String("name", "", "user name (required, unique)")
-		admin := fs.Bool("admin", false, "the user may use the data-management routes")
-		if err := fs.Parse(args[1:]); err != nil {
-			return err
+	return withStore(cfg, log, func(ctx context.Context, st *sqlite.Store) error {
+		switch args[0] {
+		case "create":
+			fs := flag.NewFlagSet("users create", flag.ContinueOnError)
+			name := fs.String("name", "", "user name (required, unique)")
+			admin := fs.Bool("admin", false, "the user may use the data-management routes")
+			if err := fs.Parse(args[1:]); err != nil {
+				return err
+			}
+			if *name == "" {
+				return errors.New("users create: --name is required")
+			}
+			role := store.RoleUser
+			if *admin {
+				role = store.RoleAdmin
+			}
+			u, err := st.CreateUser(ctx, store.User{Name: *name, Role: role})
+			if errors.Is(err, store.ErrExists) {
+				return fmt.Errorf("users create: a user named %q exists", *name)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%d\t%s\t%s\n", u.ID, u.Name, u.Role)
+			return nil
+		case "list":
+			list, err := st.ListUsers(ctx)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED")
+			for _, u := range list {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", u.ID, u.Name, u.Role, u.CreatedAt.UTC().Format(time.RFC3339))
+			}
+			return tw.Flush()
 		}
-		if *name == "" {
-			return errors.New("users create: --name is required")
-		}
-		role := store.RoleUser
-		if *admin {
-			role = store.RoleAdmin
-		}
-		u, err := st.CreateUser(ctx, store.User{Name: *name, Role: role})
-		if errors.Is(err, store.ErrExists) {
-			return fmt.Errorf("users create: a user named %q exists", *name)
-		}
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%d\t%s\t%s\n", u.ID, u.Name, u.Role)
-		return nil
-	case "list":
-		list, err := st.ListUsers(ctx)
-		if err != nil {
-			return err
-		}
-		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED")
-		for _, u := range list {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", u.ID, u.Name, u.Role, u.CreatedAt.UTC().Format(time.RFC3339))
-		}
-		return tw.Flush()
-	}
-	return fmt.Errorf("users: unknown subcommand %q", args[0])
+		return fmt.Errorf("users: unknown subcommand %q", args[0])
+	})
 }
 
 // findUser reads a user by name, or by numeric id when no user has that name.
@@ -104,21 +100,16 @@ func token(cfg *relay.Config, log *slog.Logger, args []string, stdout io.Writer)
 	if *ttl == 0 {
 		*ttl = cfg.Auth.JWT.TTL()
 	}
-	st, err := openStore(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	u, err := findUser(ctx, st, *user)
-	if err != nil {
-		return fmt.Errorf("token issue: %w", err)
-	}
-	tok, err := relay.IssueToken(key, u, *ttl, time.Now())
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, tok)
-	return nil
+	return withStore(cfg, log, func(ctx context.Context, st *sqlite.Store) error {
+		u, err := findUser(ctx, st, *user)
+		if err != nil {
+			return fmt.Errorf("token issue: %w", err)
+		}
+		tok, err := relay.IssueToken(key, u, *ttl, time.Now())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, tok)
+		return nil
+	})
 }
