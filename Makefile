@@ -19,10 +19,10 @@ build:
 test:
 	$(GO) test -count=1 ./...
 
-# The fault, breaker, failover and disconnect tests under the race detector (needs cgo and a C compiler;
-# the relay package's -race build takes a few minutes on a cold cache).
+# The relay, store and adaptor tests (fault, breaker, failover and disconnect tests included) under the
+# race detector (needs cgo and a C compiler; the -race build takes a few minutes on a cold cache).
 test-race:
-	$(GO) test -race -count=1 -run 'Fault|Breaker|Failover|Idle|FirstFrame|Disconnect' ./relay/
+	$(GO) test -race -count=1 ./relay/... ./store/... ./adaptor/...
 
 vet:
 	$(GO) vet ./...

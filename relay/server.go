@@ -89,6 +89,15 @@ func NewServer(cfg *Config, st store.Store, channels []*Channel, log *slog.Logge
 	s.startSessions(e) // session surface under /v1/chat with JWT auth (session.go)
 	s.bpRoutes(e)
 	s.engine = e
+	// Made here, not in Serve: Shutdown may run in another goroutine as soon as Serve is called (an early
+	// SIGTERM); a Serve after Shutdown returns at once.
+	s.http = &http.Server{
+		Handler:           s.engine,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return s.baseCtx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 	s.runner.start()
 	return s
 }
@@ -101,13 +110,6 @@ func (s *Server) ForgetKeys() { s.keys.forget() }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	s.http = &http.Server{
-		Handler:           s.engine,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return s.baseCtx },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
 	go releaseMemoryWhenIdle(s.baseCtx, memoryCheckInterval, func() bool { return s.active.Load() == 0 }, func() bool { return s.seen.Swap(false) })
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
@@ -126,16 +128,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	gctx, cancel := context.WithTimeout(ctx, grace)
 	defer cancel()
-	var err error
-	if s.http != nil {
-		err = s.http.Shutdown(gctx)
-	}
+	err := s.http.Shutdown(gctx)
 	// Batch jobs may finish within the same grace; past it they are cancelled and stay resumable.
 	s.runner.stop(gctx)
 	// Whatever is still running is cancelled now; wait for the handlers to return so their log rows
 	// are enqueued before the store drains.
 	s.cancel()
-	if s.http != nil && err != nil {
+	if err != nil {
 		s.http.Close()
 	}
 	done := make(chan struct{})

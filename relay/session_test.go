@@ -627,23 +627,24 @@ func TestSessionLoggingFromOpenAISurface(t *testing.T) {
 	// the last one used alice's key too; the unowned test key logs nothing:
 	resp := sr.Post(sr.Key, `{"model":"demo","messages":[{"role":"user","content":"anonymous"}]}`)
 	resp.Body.Close()
-	var b map[string]any
+	// The writer is asynchronous: wait until all three sessions and the three turns of the first are in.
+	var b, u1 map[string]any
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		_, b = sr.call("POST", "/v1/chat/session/search", sr.aliceT, map[string]any{})
-		if b["total"].(float64) >= 3 {
+		u1 = nil
+		for _, it := range b["list"].([]any) {
+			if m := it.(map[string]any); m["title"] == "first question" {
+				u1 = m
+			}
+		}
+		if b["total"].(float64) >= 3 && u1 != nil && u1["totalRecords"].(float64) >= 3 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if b["total"].(float64) != 3 {
 		t.Fatalf("alice's sessions: %v", b)
-	}
-	var u1 map[string]any
-	for _, it := range b["list"].([]any) {
-		if m := it.(map[string]any); m["title"] == "first question" {
-			u1 = m
-		}
 	}
 	if u1 == nil || u1["totalRecords"].(float64) != 3 || u1["abstract"] != "You said: first question" {
 		t.Fatalf("u1 session: %v", b)
