@@ -622,12 +622,18 @@ func clip(s string, n int) string {
 	return string(r[:n])
 }
 
+// turnFailed answers a turn whose upstream call failed before any byte went out: the credits go back
+// and the client gets the surface's error.
+func (s *Server) turnFailed(c *gin.Context, turn *bpTurn, call *Call, aerr *adaptor.Error) {
+	s.refund(turn.user.ID, turn.st.group, turn.st.cost)
+	call.Err, call.Status = aerr, aerr.Status
+	writeBPError(c, fromAdaptor(aerr))
+}
+
 func (s *Server) completeChat(c *gin.Context, turn *bpTurn, call *Call) {
 	comp, aerr := s.core.Complete(c.Request.Context(), call)
 	if aerr != nil {
-		s.refund(turn.user.ID, turn.st.group, turn.st.cost)
-		call.Err, call.Status = aerr, aerr.Status
-		writeBPError(c, fromAdaptor(aerr))
+		s.turnFailed(c, turn, call, aerr)
 		return
 	}
 	out := finishCompletion(comp, call.Req)
@@ -657,9 +663,7 @@ func (s *Server) completeChat(c *gin.Context, turn *bpTurn, call *Call) {
 func (s *Server) streamChat(c *gin.Context, turn *bpTurn, call *Call) {
 	events, aerr := s.core.Stream(c.Request.Context(), call)
 	if aerr != nil {
-		s.refund(turn.user.ID, turn.st.group, turn.st.cost)
-		call.Err, call.Status = aerr, aerr.Status
-		writeBPError(c, fromAdaptor(aerr))
+		s.turnFailed(c, turn, call, aerr)
 		return
 	}
 	defer events.Close()

@@ -253,11 +253,8 @@ func (c *Config) validateStrategies() error {
 		if t.strategies[sc.Name] != nil {
 			return fmt.Errorf("%s.name is used twice", where)
 		}
-		if sc.Model == "" {
-			return fmt.Errorf("%s.model is required", where)
-		}
-		if !served[sc.Model] {
-			return fmt.Errorf("%s: config_invalid: model %q is served by no enabled channel", where, sc.Model)
+		if err := checkModel(where, sc.Model, served); err != nil {
+			return err
 		}
 		st := &strategy{name: sc.Name, model: sc.Model, temperature: sc.Temperature, maxTokens: sc.MaxTokens,
 			responseFormat: sc.ResponseFormat, history: true, turns: 10, cost: 1}
@@ -303,11 +300,8 @@ func (c *Config) validateStrategies() error {
 		if t.instructions[ic.Name] != nil {
 			return fmt.Errorf("%s.name is used twice", where)
 		}
-		if ic.Model == "" {
-			return fmt.Errorf("%s.model is required", where)
-		}
-		if !served[ic.Model] {
-			return fmt.Errorf("%s: config_invalid: model %q is served by no enabled channel", where, ic.Model)
+		if err := checkModel(where, ic.Model, served); err != nil {
+			return err
 		}
 		if len(ic.Messages) == 0 {
 			return fmt.Errorf("%s.messages must list at least one message", where)
@@ -460,4 +454,15 @@ func appendRenderedMessages(dst []byte, msgs []tmplMessage, params map[string]an
 		dst = append(dst, "]}"...)
 	}
 	return dst, nil
+}
+
+// checkModel requires a strategy's or instruction's model, served by an enabled channel.
+func checkModel(where, model string, served map[string]bool) error {
+	if model == "" {
+		return fmt.Errorf("%s.model is required", where)
+	}
+	if !served[model] {
+		return fmt.Errorf("%s: config_invalid: model %q is served by no enabled channel", where, model)
+	}
+	return nil
 }
