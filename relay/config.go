@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -97,6 +98,9 @@ type ServerConfig struct {
 	// repeated while the silence lasts, so proxies and client read timeouts do not cut a model that is
 	// thinking (default 15s; 0 turns it off).
 	StreamKeepAlive time.Duration `mapstructure:"stream_keepalive"`
+	// DebugListen serves net/http/pprof (/debug/pprof/) on a second, loopback-only address, for profiling
+	// a running relay; empty (the default) serves nothing.
+	DebugListen string `mapstructure:"debug_listen"`
 }
 
 // AuthConfig tunes relay-key checks.
@@ -155,6 +159,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("server.shutdown_grace", "30s")
 	v.SetDefault("server.max_answer_bytes", 1<<20)
 	v.SetDefault("server.stream_keepalive", "15s")
+	v.SetDefault("server.debug_listen", "") // known to viper, so RELAY_SERVER_DEBUG_LISTEN applies
 	v.SetDefault("auth.key_cache_ttl", "10s")
 	v.SetDefault("store.path", "./data/relay.db")
 	v.SetDefault("store.queue_size", 10000)
@@ -219,6 +224,9 @@ func (c *Config) validate() error {
 	}
 	if c.Store.Path == "" {
 		return errors.New("config: store.path must not be empty")
+	}
+	if err := checkLoopback(c.Server.DebugListen); err != nil {
+		return err
 	}
 	names := map[string]bool{}
 	for i, ch := range c.Channels {
@@ -433,4 +441,20 @@ func slots(n int) chan struct{} {
 		return nil
 	}
 	return make(chan struct{}, n)
+}
+
+// checkLoopback refuses a debug address that is not on loopback: profiles show memory contents (upstream
+// keys among them) and must not be reachable from the network.
+func checkLoopback(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("config: server.debug_listen %q: %v", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("config: server.debug_listen must be a loopback address (127.0.0.1:port, [::1]:port or localhost:port), not %q", addr)
+	}
+	return nil
 }

@@ -583,3 +583,19 @@ func TestBuildChannelsDisabledWithoutLoadConfig(t *testing.T) {
 		}
 	}
 }
+
+// server.debug_listen (pprof) is refused anywhere but loopback: profiles show memory, keys among it.
+func TestConfigDebugListenLoopbackOnly(t *testing.T) {
+	cfgCleanEnv(t)
+	for addr, ok := range map[string]bool{"": true, "127.0.0.1:6060": true, "[::1]:6060": true, "localhost:6060": true,
+		"0.0.0.0:6060": false, ":6060": false, "10.0.0.5:6060": false, "example.com:6060": false, "127.0.0.1": false} {
+		t.Setenv("RELAY_SERVER_DEBUG_LISTEN", addr)
+		cfg, err := relay.LoadConfig(repoConfig)
+		if ok && (err != nil || cfg.Server.DebugListen != addr) {
+			t.Errorf("debug_listen %q: %v", addr, err)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), "server.debug_listen")) {
+			t.Errorf("debug_listen %q: err = %v, want a server.debug_listen error", addr, err)
+		}
+	}
+}

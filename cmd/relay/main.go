@@ -150,6 +150,15 @@ func serve(cfg *relay.Config, cfgPath string, log *slog.Logger) error {
 		st.Close()
 		return err
 	}
+	if cfg.Server.DebugListen != "" {
+		stopDebug, err := startDebug(cfg.Server.DebugListen, log)
+		if err != nil {
+			ln.Close()
+			st.Close()
+			return err
+		}
+		defer stopDebug()
+	}
 	names := make([]string, 0, len(channels))
 	for _, ch := range channels {
 		names = append(names, ch.Name+"("+ch.Kind+")")

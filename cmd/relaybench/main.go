@@ -92,6 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.quick, "quick", false, "small, fast configuration (CI smoke test); explicit flags still win")
 	fs.StringVar(&cfg.out, "out", "bench/results", `directory for <date>.md ("" writes no file)`)
 	fs.StringVar(&cfg.relayBin, "relay-bin", "", "relay binary to measure (default: go build ./cmd/relay into a temp dir)")
+	fs.StringVar(&cfg.relayDebug, "relay-debug", "", "serve the relay's pprof on this loopback address (server.debug_listen), to profile it under load")
 	cfg.mock.register(fs)
 	fs.DurationVar(&cfg.slowDelay, "slow-delay", 50*time.Millisecond, "delay between chunks in the memory test")
 	fs.DurationVar(&cfg.laneMax, "lane-timeout", 60*time.Second, "time bound of one lane's run (requests stop being issued)")

@@ -196,6 +196,7 @@ log:
   access_log: false
 server:
   shutdown_grace: 5s
+  debug_listen: "%s"
 store:
   path: %s
 channels:
@@ -222,13 +223,14 @@ channels:
 `
 
 // startRelay writes the config, creates a key with the relay's own CLI and starts `relay serve`.
-func startRelay(ctx context.Context, bin, dir, fastURL, slowURL, hunyuanURL string) (*proc, string, error) {
+// debug is the relay's pprof address ("" for none).
+func startRelay(ctx context.Context, bin, dir, debug, fastURL, slowURL, hunyuanURL string) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
 	}
 	cfg := filepath.Join(dir, "relay.yaml")
-	body := fmt.Sprintf(relayConfig, addr, filepath.Join(dir, "relay.db"), fastURL, slowURL, hunyuanURL)
+	body := fmt.Sprintf(relayConfig, addr, debug, filepath.Join(dir, "relay.db"), fastURL, slowURL, hunyuanURL)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		return nil, "", err
 	}
