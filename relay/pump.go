@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tidwall/gjson"
-
 	"relay/adaptor"
 )
 
@@ -95,10 +93,9 @@ func (co *Core) Pump(events adaptor.Events, f Framer, w io.Writer, req *adaptor.
 		case isEmptyChoices(ev.Choices):
 			continue // a usage-only chunk; usage goes out at the end if the client asked for it
 		default:
-			s := adaptor.BytesString(ev.Choices)
-			content := gjson.Get(s, "0.delta.content").Str
-			if fr := gjson.Get(s, "0.finish_reason"); fr.Type == gjson.String && fr.Str != "" && fr.Str != res.Finish {
-				res.Finish = strings.Clone(fr.Str) // the event's bytes are reused by the next Next
+			content, finish := choiceText(ev.Choices)
+			if finish != "" && finish != res.Finish {
+				res.Finish = strings.Clone(finish) // the event's bytes are reused by the next Next
 			}
 			if len(answer)+len(content) <= co.maxAnswer {
 				answer = append(answer, content...)
@@ -206,6 +203,25 @@ func flush(f http.Flusher) {
 
 func clientGone() *adaptor.Error {
 	return &adaptor.Error{Status: 499, Type: adaptor.TypeInvalidRequest, Code: "client_closed", Message: "client closed the connection"}
+}
+
+var (
+	choiceFields = []string{"delta", "finish_reason"}
+	deltaFields  = []string{"content"}
+)
+
+// choiceText reads choices[0].delta.content and choices[0].finish_reason (each "" when absent or not a
+// string) in one pass over each level.
+func choiceText(choices []byte) (content, finish string) {
+	var f [2][]byte
+	if !adaptor.FirstObjectFields(choices, choiceFields, f[:]) {
+		return "", ""
+	}
+	var d [1][]byte
+	if adaptor.ObjectFields(f[0], deltaFields, d[:]) {
+		content = adaptor.StringValue(d[0])
+	}
+	return content, adaptor.StringValue(f[1])
 }
 
 func isEmptyChoices(b []byte) bool {

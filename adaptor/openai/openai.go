@@ -152,21 +152,23 @@ func (e *Events) Next() (*adaptor.Event, error) {
 	}
 }
 
+// chunkFields are the top-level chunk fields the relay reads.
+var chunkFields = []string{"choices", "usage", "error"}
+
 func (e *Events) decode(data []byte) (*adaptor.Event, error) {
-	s := adaptor.BytesString(data)
-	if !gjson.Valid(s) {
+	var f [3][]byte // choices, usage, error: one validating pass over the chunk
+	if !adaptor.ObjectFields(data, chunkFields, f[:]) {
 		return nil, adaptor.UpstreamError(502, "bad_chunk", "malformed stream chunk")
 	}
-	res := gjson.GetMany(s, "choices", "usage", "error")
-	if res[2].Exists() && res[2].Type != gjson.Null {
+	if f[2] != nil && string(f[2]) != "null" {
 		return nil, ParseError(502, data)
 	}
 	e.ev = adaptor.Event{}
-	if res[0].Raw != "" {
-		e.ev.Choices = adaptor.StringBytes(res[0].Raw)
+	if f[0] != nil && string(f[0]) != "null" {
+		e.ev.Choices = f[0]
 	}
-	if res[1].IsObject() {
-		e.ev.Usage, e.ev.HasUsage = adaptor.ParseOpenAIUsage(res[1]), true
+	if len(f[1]) > 0 && f[1][0] == '{' {
+		e.ev.Usage, e.ev.HasUsage = adaptor.ParseOpenAIUsage(gjson.ParseBytes(f[1])), true
 	}
 	return &e.ev, nil
 }
