@@ -86,8 +86,8 @@ func Open(path string, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	db.SetMaxOpenConns(8)
-	db.SetMaxIdleConns(8)
+	db.SetMaxOpenConns(9) // the writer holds one of them for good
+	db.SetMaxIdleConns(9)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	if err := migrateRetrying(db); err != nil {
 		db.Close()

@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -748,6 +749,44 @@ func TestTrickleCommitsWithinFlushInterval(t *testing.T) {
 	st := s.Stats()
 	if st.Written < int64(n)-15 {
 		t.Fatalf("%d rows trickled over 1s (one per 20ms) with FlushInterval 100ms, but only %d committed (%+v)", n, st.Written, st)
+	}
+}
+
+// The writer keeps its own connection: batches commit while every pooled connection is taken (in the
+// relay, by handlers waiting for the write lock the writer holds), and batches of every size reuse the
+// statements the first ones prepared.
+func TestWriterNeedsNoPooledConnection(t *testing.T) {
+	s := openStore(t, dbPath(t), sqlite.Options{FlushInterval: time.Millisecond, BatchSize: 512})
+	ctx := ctxT(t)
+	s.Log(logRow("first"))
+	waitWritten(t, s, 1)
+	var held []*sql.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for len(held) < 8 { // every connection the pool has left
+		c, err := s.DB().Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	for i := 0; i < 203; i++ { // batches of 128+64+8+2+1 rows and smaller
+		s.Log(logRow(fmt.Sprintf("r-%d", i)))
+	}
+	waitWritten(t, s, 204)
+}
+
+func waitWritten(t *testing.T, s *sqlite.Store, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().Written < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("written %d rows, want %d (%+v)", s.Stats().Written, n, s.Stats())
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

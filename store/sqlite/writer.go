@@ -42,11 +42,17 @@ type writer struct {
 
 	written, batches, blocked, failed atomic.Int64
 	lastFlush                         atomic.Int64
+
+	// conn is the writer's own connection and stmts its prepared statements by SQL text (both used by
+	// the writer goroutine alone, then by close), so a batch does not parse its SQL again. Multi-row
+	// inserts use power-of-two row counts only, so there are few texts.
+	conn  *sql.Conn
+	stmts map[string]*sql.Stmt
 }
 
 func newWriter(db *sql.DB, opt Options) *writer {
 	w := &writer{db: db, log: opt.Logger, queue: make(chan op, opt.QueueSize), batch: opt.BatchSize,
-		every: opt.FlushInterval, done: make(chan struct{})}
+		every: opt.FlushInterval, done: make(chan struct{}), stmts: map[string]*sql.Stmt{}}
 	go w.run()
 	return w
 }
@@ -144,46 +150,81 @@ func (w *writer) commit(buf []op) error {
 	return err
 }
 
-func (w *writer) commitOnce(ctx context.Context, buf []op) error {
-	tx, err := w.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
+// commitOnce writes buf in one transaction on the writer's own connection. Holding a connection for
+// good means a batch never waits for the pool while it holds SQLite's write lock (the pool's other users
+// may be waiting for that lock), and its prepared statements stay valid from batch to batch. The
+// transaction is spelled out in SQL because database/sql would prepare a Conn's statements again inside
+// each Tx.
+func (w *writer) commitOnce(ctx context.Context, buf []op) (err error) {
+	if w.conn == nil {
+		if w.conn, err = w.db.Conn(ctx); err != nil {
+			return err
+		}
 	}
-	stmts := map[string]*sql.Stmt{}
-	prepared := func(q string) (*sql.Stmt, error) {
-		if st, ok := stmts[q]; ok {
-			return st, nil
+	defer func() {
+		if err != nil {
+			w.dropConn() // a fresh connection (and fresh statements) for the retry
 		}
-		st, err := tx.PrepareContext(ctx, q)
-		if err == nil {
-			stmts[q] = st
-		}
-		return st, err
+	}()
+	if _, err = w.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return err
 	}
 	var args []any
 	for i := 0; i < len(buf); {
 		q, tuple := buf[i].stmt(), buf[i].tuple()
 		n := 1
 		if tuple != "" {
-			for i+n < len(buf) && n < maxRowsPerInsert && buf[i+n].stmt() == q {
-				n++
+			run := 1
+			for i+run < len(buf) && run < maxRowsPerInsert && buf[i+run].stmt() == q {
+				run++
+			}
+			for n*2 <= run { // the largest power of two that fits: few distinct statements to prepare
+				n *= 2
 			}
 		}
 		args = args[:0]
 		for _, o := range buf[i : i+n] {
 			args = append(args, o.args()...)
 		}
-		st, err := prepared(multiRow(q, tuple, n))
-		if err == nil {
+		var st *sql.Stmt
+		if st, err = w.prepared(ctx, multiRow(q, tuple, n)); err == nil {
 			_, err = st.ExecContext(ctx, args...)
 		}
 		if err != nil {
-			tx.Rollback()
+			w.conn.ExecContext(ctx, "ROLLBACK")
 			return err
 		}
 		i += n
 	}
-	return tx.Commit()
+	if _, err = w.conn.ExecContext(ctx, "COMMIT"); err != nil {
+		w.conn.ExecContext(ctx, "ROLLBACK")
+	}
+	return err
+}
+
+// prepared returns q prepared on the writer's connection.
+func (w *writer) prepared(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := w.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := w.conn.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	w.stmts[q] = st
+	return st, nil
+}
+
+// dropConn closes the writer's statements and gives its connection back to the pool.
+func (w *writer) dropConn() {
+	for q, st := range w.stmts {
+		st.Close()
+		delete(w.stmts, q)
+	}
+	if w.conn != nil {
+		w.conn.Close()
+		w.conn = nil
+	}
 }
 
 // multiRow builds "INSERT ... VALUES (?,..),(?,..)" for n rows (the statement itself when not an insert).
@@ -212,6 +253,7 @@ func (w *writer) close() {
 	}
 	w.mu.Unlock()
 	<-w.done
+	w.dropConn()
 }
 
 func (w *writer) stats() store.WriterStats {
