@@ -136,27 +136,31 @@ func sseHeaders(w http.ResponseWriter) {
 	h.Set("X-Accel-Buffering", "no")
 }
 
+// completionFields are the answer fields finishCompletion checks.
+var completionFields = []string{"model", "id", "usage", "object", "created"}
+
 // finishCompletion makes an upstream's completion the client's: the model name it asked for, a
 // non-empty id, and usage (estimated when the upstream gave none).
 func finishCompletion(comp *adaptor.Completion, req *adaptor.Request) []byte {
 	body := comp.Body
-	res := gjson.GetManyBytes(body, "model", "id", "usage", "object", "created")
-	if res[0].Str != req.Model {
+	var f [5][]byte // one pass over the answer (adaptors hand over valid JSON)
+	adaptor.ObjectFields(body, completionFields, f[:])
+	if adaptor.StringValue(f[0]) != req.Model {
 		body, _ = sjson.SetBytes(body, "model", req.Model)
 	}
-	if res[1].Str == "" {
+	if adaptor.StringValue(f[1]) == "" {
 		body, _ = sjson.SetBytes(body, "id", adaptor.NewID("chatcmpl-"))
 	}
-	if res[3].Str != "chat.completion" {
+	if adaptor.StringValue(f[3]) != "chat.completion" {
 		body, _ = sjson.SetBytes(body, "object", "chat.completion")
 	}
-	if res[4].Int() == 0 {
+	if gjson.ParseBytes(f[4]).Int() == 0 {
 		body, _ = sjson.SetBytes(body, "created", time.Now().Unix())
 	}
 	if !comp.Usage.Valid() {
 		comp.Usage = adaptor.EstimateUsage(req.Body, adaptor.MessageText(gjson.GetBytes(body, "choices.0.message.content")))
 		body, _ = sjson.SetRawBytes(body, "usage", adaptor.AppendUsage(nil, comp.Usage))
-	} else if !res[2].IsObject() {
+	} else if len(f[2]) == 0 || f[2][0] != '{' {
 		body, _ = sjson.SetRawBytes(body, "usage", adaptor.AppendUsage(nil, comp.Usage))
 	}
 	return body

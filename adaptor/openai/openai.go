@@ -88,13 +88,18 @@ func (a *Adaptor) Complete(ctx context.Context, ch *adaptor.Channel, req *adapto
 	if err != nil {
 		return nil, err
 	}
-	if !gjson.ValidBytes(out) || !gjson.GetBytes(out, "choices").IsArray() {
-		if e := gjson.GetBytes(out, "error"); e.Exists() {
+	var f [3][]byte // choices, usage, error: one validating pass over the answer
+	valid := adaptor.ObjectFields(out, chunkFields, f[:])
+	if !valid || len(f[0]) == 0 || f[0][0] != '[' {
+		if valid && f[2] != nil {
 			return nil, ParseError(502, out)
 		}
 		return nil, adaptor.UpstreamError(502, "bad_response", "answer is not a chat.completion")
 	}
-	usage := adaptor.ParseOpenAIUsage(gjson.GetBytes(out, "usage"))
+	var usage adaptor.Usage
+	if len(f[1]) > 0 && f[1][0] == '{' {
+		usage = adaptor.ParseOpenAIUsage(gjson.ParseBytes(f[1]))
+	}
 	return &adaptor.Completion{Body: out, Usage: usage}, nil
 }
 
@@ -152,7 +157,7 @@ func (e *Events) Next() (*adaptor.Event, error) {
 	}
 }
 
-// chunkFields are the top-level chunk fields the relay reads.
+// chunkFields are the top-level fields the relay reads in a chunk or a completion.
 var chunkFields = []string{"choices", "usage", "error"}
 
 func (e *Events) decode(data []byte) (*adaptor.Event, error) {
