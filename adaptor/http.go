@@ -2,6 +2,7 @@ package adaptor
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -87,11 +88,28 @@ func WithTimeout(ctx context.Context, ch *Channel) (context.Context, context.Can
 // MaxAnswerBody bounds a non-stream upstream answer, so a broken upstream cannot exhaust memory.
 const MaxAnswerBody = 64 << 20
 
-// ReadBody reads a whole (non-stream) answer body, mapping read failures like transport failures.
-func ReadBody(ctx context.Context, r io.Reader) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, MaxAnswerBody+1))
-	if err != nil {
-		return nil, TransportError(ctx, err)
+// ReadBody reads a whole (non-stream) answer body, mapping read failures like transport failures. A
+// declared Content-Length sizes the buffer at once (io.ReadAll would grow it from 512 bytes, copying and
+// leaving garbage at every step).
+func ReadBody(ctx context.Context, resp *http.Response) ([]byte, error) {
+	size := 512
+	if n := resp.ContentLength; n > 0 && n <= MaxAnswerBody {
+		size = int(n) + 1 // room for the read that sees EOF, so it does not grow the buffer
+	}
+	b := make([]byte, 0, size)
+	r := io.LimitReader(resp.Body, MaxAnswerBody+1)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, TransportError(ctx, err)
+		}
 	}
 	if len(b) > MaxAnswerBody {
 		return nil, UpstreamError(502, "upstream_answer_too_large", "answer larger than 64 MiB")

@@ -41,7 +41,7 @@ func TestIdleGuardNonStreamBody(t *testing.T) {
 			return nil, g.Err(AsError(err)), g, time.Since(start)
 		}
 		defer resp.Body.Close()
-		b, err := ReadBody(ctx, resp.Body)
+		b, err := ReadBody(ctx, resp)
 		if err != nil {
 			return nil, g.Err(AsError(err)), g, time.Since(start)
 		}

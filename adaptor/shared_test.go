@@ -2,10 +2,12 @@ package adaptor
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"runtime"
 	"strings"
 	"testing"
@@ -408,5 +410,33 @@ func TestSSEReaderOnWait(t *testing.T) {
 	// Reads: the first burst (1 wait), the second (2 waits), then the end (3).
 	if want := []int{1, 1, 1, 2, 2}; fmt.Sprint(at) != fmt.Sprint(want) || waits != 3 {
 		t.Fatalf("waits per event %v (total %d), want %v and 3", at, waits, want)
+	}
+}
+
+// ReadBody returns the whole answer whether or not its length was declared, sized at once when it was,
+// and refuses one over MaxAnswerBody.
+func TestReadBody(t *testing.T) {
+	body := strings.Repeat("x", 3000)
+	for _, tc := range []struct {
+		name   string
+		length int64
+	}{{"declared", int64(len(body))}, {"unknown", -1}} {
+		resp := &http.Response{Body: io.NopCloser(strings.NewReader(body)), ContentLength: tc.length}
+		b, err := ReadBody(context.Background(), resp)
+		if err != nil || string(b) != body {
+			t.Fatalf("%s: %d bytes, %v", tc.name, len(b), err)
+		}
+		if tc.length > 0 && cap(b) != len(body)+1 {
+			t.Errorf("%s: cap %d, want %d (no growth)", tc.name, cap(b), len(body)+1)
+		}
+	}
+	// A server that declares less than it sends still gets read to the end.
+	short := &http.Response{Body: io.NopCloser(strings.NewReader(body)), ContentLength: 10}
+	if b, err := ReadBody(context.Background(), short); err != nil || len(b) != len(body) {
+		t.Fatalf("short declaration: %d bytes, %v", len(b), err)
+	}
+	big := &http.Response{Body: io.NopCloser(&repeatReader{b: 'y', n: MaxAnswerBody + 10}), ContentLength: -1}
+	if _, err := ReadBody(context.Background(), big); err == nil || AsError(err).Code != "upstream_answer_too_large" {
+		t.Fatalf("oversized answer: %v", err)
 	}
 }

@@ -124,7 +124,7 @@ func (a *Adaptor) Complete(ctx context.Context, ch *adaptor.Channel, req *adapto
 		return nil, err
 	}
 	defer resp.Body.Close()
-	out, err := adaptor.ReadBody(ctx, resp.Body)
+	out, err := adaptor.ReadBody(ctx, resp)
 	if err != nil {
 		return nil, err
 	}
