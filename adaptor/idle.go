@@ -16,7 +16,7 @@ import (
 type IdleGuard struct {
 	d      time.Duration
 	cancel context.CancelFunc
-	timer  *time.Timer
+	clock  *SilenceTimer
 	fired  atomic.Bool
 }
 
@@ -27,39 +27,33 @@ type idleGuardKey struct{}
 // call ends.
 func WithIdleGuard(ctx context.Context, d time.Duration) (context.Context, *IdleGuard) {
 	ctx, cancel := context.WithCancel(ctx)
-	g := &IdleGuard{d: d, cancel: cancel}
+	g := newIdleGuard(d, cancel)
 	return context.WithValue(ctx, idleGuardKey{}, g), g
 }
 
 // NewIdleGuard returns a guard that calls cancel when it fires, for a stream whose reader arms it around
-// each wait for an event (it is not put in a context, so Send leaves the stream's body alone).
+// each wait for an event (it is not put in a context, so Send leaves the stream's body alone). Stop it
+// when the stream ends.
 func NewIdleGuard(d time.Duration, cancel context.CancelFunc) *IdleGuard {
-	return &IdleGuard{d: d, cancel: cancel}
+	return newIdleGuard(d, cancel)
 }
 
-// Arm starts the idle clock, or restarts it. Arm, Pause and Stop are called from the one goroutine that
-// reads the upstream.
-func (g *IdleGuard) Arm() {
-	if g.d <= 0 {
-		return
-	}
-	if g.timer == nil {
-		g.timer = time.AfterFunc(g.d, func() { g.fired.Store(true); g.cancel() })
-		return
-	}
-	g.timer.Reset(g.d)
+func newIdleGuard(d time.Duration, cancel context.CancelFunc) *IdleGuard {
+	g := &IdleGuard{d: d, cancel: cancel}
+	g.clock = NewSilenceTimer(d, func() { g.fired.Store(true); g.cancel() })
+	return g
 }
+
+// Arm starts the idle clock, or restarts it. Arm and Pause are called from the one goroutine that reads
+// the upstream.
+func (g *IdleGuard) Arm() { g.clock.Begin() }
 
 // Pause stops the clock while nothing is awaited from the upstream.
-func (g *IdleGuard) Pause() {
-	if g.timer != nil {
-		g.timer.Stop()
-	}
-}
+func (g *IdleGuard) Pause() { g.clock.End() }
 
 // Stop ends the guard and releases its context.
 func (g *IdleGuard) Stop() {
-	g.Pause()
+	g.clock.Stop()
 	g.cancel()
 }
 

@@ -101,7 +101,7 @@ func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adapto
 			continue
 		}
 		cctx, cancel := adaptor.WithTimeout(ctx, ch.Channel)
-		up := &upstream{cancel: cancel, idle: adaptor.NewIdleGuard(ch.IdleTimeout, cancel)}
+		up := &upstream{idle: adaptor.NewIdleGuard(ch.IdleTimeout, cancel)} // Stop cancels
 		up.idle.Arm()
 		ev, err := ch.Adaptor.Stream(cctx, ch.Channel, call.Req)
 		if err == nil {
@@ -115,8 +115,7 @@ func (co *Core) Stream(ctx context.Context, call *Call) (adaptor.Events, *adapto
 			ev.Close()
 			err = ferr
 		}
-		up.idle.Pause()
-		cancel()
+		up.idle.Stop() // and cancel
 		last = up.idle.Err(adaptor.AsError(err))
 		if co.attemptFailed(call, last) {
 			i-- // the same channel again, with its next key
@@ -274,7 +273,6 @@ func modelNotFound(model string) *adaptor.Error {
 // when closed.
 type upstream struct {
 	adaptor.Events
-	cancel   context.CancelFunc
 	idle     *adaptor.IdleGuard
 	first    *adaptor.Event
 	firstErr error
@@ -312,6 +310,6 @@ func (u *upstream) OnWait(fn func()) bool {
 func (u *upstream) Close() error {
 	u.idle.Pause()
 	err := u.Events.Close()
-	u.cancel()
+	u.idle.Stop() // and cancel
 	return err
 }

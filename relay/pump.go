@@ -58,7 +58,7 @@ func (co *Core) Pump(events adaptor.Events, f Framer, w io.Writer, req *adaptor.
 	// Flush when the relay is about to wait for the upstream, not after every chunk: events that already
 	// arrived together leave in one write syscall, with no added latency. Events that cannot tell when
 	// they wait are flushed chunk by chunk.
-	ka := &keepAlive{every: co.keepAlive, w: w, f: flusher}
+	ka := newKeepAlive(co.keepAlive, w, flusher)
 	defer ka.stop()
 	flushOnWait := false
 	if n, ok := events.(adaptor.WaitNotifier); ok && flusher != nil {
@@ -137,47 +137,48 @@ var keepAliveComment = []byte(": keep-alive\n\n")
 // waits for the next event, when the pump itself writes nothing but the flush its wait hook makes (under
 // the same lock); a timer that fires just as the wait ends finds it disarmed and writes nothing.
 type keepAlive struct {
-	every time.Duration // 0: off
-	w     io.Writer
-	f     http.Flusher
-	mu    sync.Mutex
-	armed bool
-	timer *time.Timer
+	w       io.Writer
+	f       http.Flusher
+	silence *adaptor.SilenceTimer // nil: off
+	mu      sync.Mutex
+	armed   bool
+}
+
+func newKeepAlive(every time.Duration, w io.Writer, f http.Flusher) *keepAlive {
+	k := &keepAlive{w: w, f: f}
+	if every > 0 {
+		k.silence = adaptor.NewSilenceTimer(every, k.fire) // fires again while the silence lasts
+	}
+	return k
 }
 
 func (k *keepAlive) arm() {
-	if k.every <= 0 {
-		return
-	}
-	k.mu.Lock() // fire reads timer under the lock too
-	k.armed = true
-	if k.timer == nil {
-		k.timer = time.AfterFunc(k.every, k.fire)
-	} else {
-		k.timer.Reset(k.every)
-	}
-	k.mu.Unlock()
-}
-
-func (k *keepAlive) disarm() {
-	if k.every <= 0 {
+	if k.silence == nil {
 		return
 	}
 	k.mu.Lock()
+	k.armed = true
+	k.mu.Unlock()
+	k.silence.Begin()
+}
+
+func (k *keepAlive) disarm() {
+	if k.silence == nil {
+		return
+	}
+	k.silence.End()
+	k.mu.Lock() // waits out a keep-alive being written
 	k.armed = false
 	k.mu.Unlock()
-	k.timer.Stop()
 }
 
 func (k *keepAlive) fire() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if !k.armed {
-		return
-	}
-	if _, err := k.w.Write(keepAliveComment); err == nil {
-		flush(k.f)
-		k.timer.Reset(k.every) // and again while the silence lasts
+	if k.armed {
+		if _, err := k.w.Write(keepAliveComment); err == nil {
+			flush(k.f)
+		}
 	}
 }
 
@@ -190,8 +191,9 @@ func (k *keepAlive) flush() {
 }
 
 func (k *keepAlive) stop() {
-	if k.timer != nil {
+	if k.silence != nil {
 		k.disarm()
+		k.silence.Stop()
 	}
 }
 
