@@ -1,6 +1,10 @@
 package adaptor
 
-import "github.com/tidwall/gjson"
+import (
+	"encoding/binary"
+
+	"github.com/tidwall/gjson"
+)
 
 // One-pass JSON scanning for the per-chunk hot path. Checking a chunk with gjson.Valid and then picking
 // fields out with gjson.Get walks it once per call (four times for an OpenAI chunk, 1.2 µs); ObjectFields
@@ -193,13 +197,23 @@ func scanContainer(b []byte, i, depth int) (int, bool) {
 // scanString checks the string starting at b[i] (the opening quote) and returns the index after its
 // closing quote and whether it holds escapes.
 func scanString(b []byte, i int) (end int, escaped, ok bool) {
-	for i++; i < len(b); i++ {
-		switch c := b[i]; {
-		case c == '"':
-			return i + 1, escaped, true
-		case c < 0x20:
+	i++
+	for {
+		// Find the next quote, backslash or control byte: eight plain bytes at a time (answers are
+		// mostly long strings), then byte by byte within the group that holds it, and at the tail.
+		for i+8 <= len(b) && plain8(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
+		for i < len(b) && b[i] >= 0x20 && b[i] != '"' && b[i] != '\\' {
+			i++
+		}
+		if i >= len(b) {
 			return i, escaped, false
-		case c == '\\':
+		}
+		switch b[i] {
+		case '"':
+			return i + 1, escaped, true
+		case '\\':
 			escaped = true
 			i++
 			if i >= len(b) {
@@ -215,9 +229,21 @@ func scanString(b []byte, i int) (end int, escaped, ok bool) {
 			default:
 				return i, escaped, false
 			}
+			i++
+		default: // a control byte
+			return i, escaped, false
 		}
 	}
-	return i, escaped, false
+}
+
+// plain8 reports whether none of the eight bytes in x is a quote, a backslash or a control character
+// (below 0x20); bytes of UTF-8 sequences (0x80 and up) are plain. Each test below is exact when it says
+// "none" (a borrow can only flag a byte after one that really matches), which is all that is relied on.
+func plain8(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	hasZero := func(v uint64) uint64 { return (v - ones) & ^v & highs }
+	control := (x - 0x20*ones) & ^x & highs
+	return control|hasZero(x^('"'*ones))|hasZero(x^('\\'*ones)) == 0
 }
 
 func isHex(c byte) bool {

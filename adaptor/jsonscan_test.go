@@ -114,3 +114,36 @@ func BenchmarkObjectFields(b *testing.B) {
 		}
 	}
 }
+
+// A non-stream answer: most of it one long string.
+func BenchmarkObjectFieldsCompletion(b *testing.B) {
+	answer := []byte(`{"id":"chatcmpl-1","object":"chat.completion","created":1741569952,"model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+		strings.Repeat("It is a heron, standing in the water. ", 54) + `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":400,"total_tokens":409}}`)
+	names := []string{"choices", "usage", "error"}
+	var vals [3][]byte
+	b.SetBytes(int64(len(answer)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if !ObjectFields(answer, names, vals[:]) {
+			b.Fatal("invalid")
+		}
+	}
+}
+
+// The eight-bytes-at-a-time string scan finds a special byte at every offset of a group.
+func TestObjectFieldsStringOffsets(t *testing.T) {
+	specials := []string{`"`, `\`, `\n`, `\u00e9`, `\q`, "\x01", "\x1f", "é", "\x7f", " ", `\"`}
+	for n := 0; n < 40; n++ {
+		for _, sp := range specials {
+			s := `{"a":"` + strings.Repeat("x", n) + sp + strings.Repeat("y", 40-n) + `"}`
+			var v [1][]byte
+			got := ObjectFields([]byte(s), []string{"a"}, v[:])
+			if want := json.Valid([]byte(s)); got != want {
+				t.Fatalf("%q: valid = %v, encoding/json says %v", s, got, want)
+			}
+			if got && string(v[0]) != gjson.Get(s, "a").Raw {
+				t.Fatalf("%q: a = %q", s, v[0])
+			}
+		}
+	}
+}
