@@ -117,6 +117,13 @@ func AppendJSONString(dst []byte, s string) []byte {
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
 				i++
+				// Then eight plain ASCII bytes at a time, while they last.
+				for i+8 <= len(s) {
+					if x := load8(s, i); x&highs8 != 0 || !plain8(x) {
+						break
+					}
+					i += 8
+				}
 				continue
 			}
 			dst = append(dst, s[start:i]...)

@@ -22,11 +22,10 @@ type IdleGuard struct {
 
 type idleGuardKey struct{}
 
-// WithIdleGuard returns a context cancelled when the guard fires, and the guard (which does nothing when
-// d is zero or less), for a non-stream call: Send arms it when the answer arrives. Stop it when the
-// call ends.
-func WithIdleGuard(ctx context.Context, d time.Duration) (context.Context, *IdleGuard) {
-	ctx, cancel := context.WithCancel(ctx)
+// WithIdleGuard returns ctx carrying a guard (which does nothing when d is zero or less) for a non-stream
+// call: Send arms it when the answer arrives. cancel cancels ctx, the call's own context; the guard calls
+// it when it fires, and Stop calls it when the call ends.
+func WithIdleGuard(ctx context.Context, d time.Duration, cancel context.CancelFunc) (context.Context, *IdleGuard) {
 	g := newIdleGuard(d, cancel)
 	return context.WithValue(ctx, idleGuardKey{}, g), g
 }
@@ -51,7 +50,7 @@ func (g *IdleGuard) Arm() { g.clock.Begin() }
 // Pause stops the clock while nothing is awaited from the upstream.
 func (g *IdleGuard) Pause() { g.clock.End() }
 
-// Stop ends the guard and releases its context.
+// Stop ends the guard and cancels the call's context.
 func (g *IdleGuard) Stop() {
 	g.clock.Stop()
 	g.cancel()

@@ -32,7 +32,8 @@ func TestIdleGuardNonStreamBody(t *testing.T) {
 	defer srv.Close()
 	ch := &Channel{Name: "t", BaseURL: srv.URL}
 	get := func(path string) ([]byte, *Error, *IdleGuard, time.Duration) {
-		ctx, g := WithIdleGuard(context.Background(), idle)
+		ctx, cancel := context.WithCancel(context.Background())
+		ctx, g := WithIdleGuard(ctx, idle, cancel)
 		defer g.Stop()
 		start := time.Now()
 		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+path, nil)

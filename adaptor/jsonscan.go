@@ -1,6 +1,7 @@
 package adaptor
 
 import (
+	"bytes"
 	"encoding/binary"
 
 	"github.com/tidwall/gjson"
@@ -84,6 +85,39 @@ func objectFields(data []byte, i int, names []string, vals [][]byte) (int, bool)
 	}
 }
 
+// EachElement calls fn with each element of the JSON array data, and reports whether data is one valid
+// JSON array (fn may have seen elements before a fault further on).
+func EachElement(data []byte, fn func(elem []byte)) bool {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '[' {
+		return false
+	}
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == ']' {
+		return skipSpace(data, i+1) == len(data)
+	}
+	for {
+		start := i
+		end, ok := scanValue(data, i, 1)
+		if !ok {
+			return false
+		}
+		fn(data[start:end])
+		i = skipSpace(data, end)
+		if i >= len(data) {
+			return false
+		}
+		switch data[i] {
+		case ',':
+			i = skipSpace(data, i+1)
+		case ']':
+			return skipSpace(data, i+1) == len(data)
+		default:
+			return false
+		}
+	}
+}
+
 // fieldSlot is the index of key in names, or -1. An escaped key is compared unescaped.
 func fieldSlot(names []string, key []byte, escaped bool, quoted []byte) int {
 	k := BytesString(key)
@@ -104,10 +138,8 @@ func StringValue(raw []byte) string {
 	if len(raw) < 2 || raw[0] != '"' {
 		return ""
 	}
-	for _, c := range raw[1 : len(raw)-1] {
-		if c == '\\' {
-			return gjson.ParseBytes(raw).Str
-		}
+	if bytes.IndexByte(raw[1:len(raw)-1], '\\') >= 0 {
+		return gjson.ParseBytes(raw).Str
 	}
 	return BytesString(raw[1 : len(raw)-1])
 }
@@ -240,10 +272,20 @@ func scanString(b []byte, i int) (end int, escaped, ok bool) {
 // (below 0x20); bytes of UTF-8 sequences (0x80 and up) are plain. Each test below is exact when it says
 // "none" (a borrow can only flag a byte after one that really matches), which is all that is relied on.
 func plain8(x uint64) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	hasZero := func(v uint64) uint64 { return (v - ones) & ^v & highs }
-	control := (x - 0x20*ones) & ^x & highs
-	return control|hasZero(x^('"'*ones))|hasZero(x^('\\'*ones)) == 0
+	control := (x - 0x20*ones8) & ^x & highs8
+	return control|hasZero8(x^('"'*ones8))|hasZero8(x^('\\'*ones8)) == 0
+}
+
+const ones8, highs8 = 0x0101010101010101, 0x8080808080808080
+
+// hasZero8 is non-zero when one of the eight bytes in v is zero.
+func hasZero8(v uint64) uint64 { return (v - ones8) & ^v & highs8 }
+
+// load8 reads s[i:i+8] as a little-endian word (the compiler makes it one load).
+func load8(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
 func isHex(c byte) bool {

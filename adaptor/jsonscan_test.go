@@ -30,6 +30,20 @@ func TestObjectFieldsValidity(t *testing.T) {
 	}
 }
 
+func TestEachElement(t *testing.T) {
+	for _, s := range jsonSamples {
+		var n int
+		got := EachElement([]byte(s), func([]byte) { n++ })
+		want := json.Valid([]byte(s)) && strings.HasPrefix(strings.TrimSpace(s), "[")
+		if got != want {
+			t.Errorf("EachElement(%q) = %v, want %v", s, got, want)
+		}
+		if got && n != len(gjson.Parse(s).Array()) {
+			t.Errorf("EachElement(%q) saw %d elements", s, n)
+		}
+	}
+}
+
 // Picked fields are the raw values gjson.Get gives, the first occurrence winning.
 func TestObjectFieldsPicks(t *testing.T) {
 	names := []string{"choices", "usage", "error", "a", "d"}
@@ -84,6 +98,20 @@ func FuzzObjectFields(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if strings.Count(string(b), "[")+strings.Count(string(b), "{") >= maxDepth {
 			return // may be refused for depth alone
+		}
+		var elems []string
+		arrOK := EachElement(b, func(e []byte) { elems = append(elems, string(e)) })
+		if want := json.Valid(b) && strings.HasPrefix(strings.TrimLeft(string(b), " \t\r\n"), "["); arrOK != want {
+			t.Fatalf("EachElement(%q) = %v, encoding/json says %v", b, arrOK, want)
+		}
+		if arrOK {
+			var want []string
+			for _, e := range gjson.ParseBytes(b).Array() {
+				want = append(want, e.Raw)
+			}
+			if strings.Join(elems, "\x00") != strings.Join(want, "\x00") {
+				t.Fatalf("EachElement(%q) = %q, gjson says %q", b, elems, want)
+			}
 		}
 		var v [2][]byte
 		got := ObjectFields(b, []string{"a", "b"}, v[:])

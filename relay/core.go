@@ -66,10 +66,9 @@ func (co *Core) Complete(ctx context.Context, call *Call) (*adaptor.Completion, 
 			continue
 		}
 		cctx, cancel := adaptor.WithTimeout(ctx, ch.Channel)
-		cctx, idle := adaptor.WithIdleGuard(cctx, ch.IdleTimeout)
+		cctx, idle := adaptor.WithIdleGuard(cctx, ch.IdleTimeout, cancel)
 		comp, err := ch.Adaptor.Complete(cctx, ch.Channel, call.Req)
-		idle.Stop()
-		cancel()
+		idle.Stop() // and cancel
 		if err == nil {
 			co.attemptOK(call)
 			return comp, nil

@@ -4,7 +4,11 @@ import (
 	"context"
 	"io"
 	"os"
+	"strings"
 	"testing"
+	"time"
+
+	"relay/adaptor"
 )
 
 // loop serves the same bytes forever, like a stream that never ends.
@@ -71,5 +75,20 @@ func BenchmarkSign(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = Authorization(in)
+	}
+}
+
+// BenchmarkTranslateResponse is one non-stream answer of about 2 KB turned into a chat.completion.
+func BenchmarkTranslateResponse(b *testing.B) {
+	body := []byte(`{"Response":{"RequestId":"e3d7a8c2-1f4b-4c9e-9a55-2d6b7f0c1e8a","Note":"以上内容为AI生成，不代表开发者立场，请勿删除或修改本标记","Choices":[{"Index":0,"Message":{"Role":"assistant","Content":"` +
+		strings.Repeat("It is a heron, standing in the water. ", 54) + `"},"FinishReason":"stop"}],"Created":1700000002,"Id":"9e1f0c3a-27b4-4d65-a0c8-51d2e7f6b903","Usage":{"PromptTokens":9,"CompletionTokens":400,"TotalTokens":409}}}`)
+	req := &adaptor.Request{Model: "hunyuan-turbo"}
+	now := time.Now()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := translateResponse(body, req, now); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

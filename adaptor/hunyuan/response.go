@@ -40,33 +40,39 @@ func parseUsage(u gjson.Result) adaptor.Usage {
 	return adaptor.Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: t}
 }
 
+var (
+	rootFields     = []string{"Response"}
+	responseFields = []string{"Error", "Choices", "Id", "RequestId", "Created", "Usage"}
+	choiceFields   = []string{"Message", "FinishReason"}
+	messageFields  = []string{"Content", "ReasoningContent", "ToolCalls"}
+)
+
 // translateResponse turns a non-stream answer into an OpenAI chat.completion. now is used only when the
-// answer has no Created.
+// answer has no Created. Each level is read in one pass (adaptor.ObjectFields): the answer is mostly one
+// long Content string, which a path lookup per field would walk again and again.
 func translateResponse(body []byte, req *adaptor.Request, now time.Time) (*adaptor.Completion, error) {
-	if !gjson.ValidBytes(body) {
+	var root [1][]byte
+	if !adaptor.ObjectFields(body, rootFields, root[:]) {
 		return nil, adaptor.UpstreamError(502, "bad_response", "hunyuan answer is not JSON")
 	}
-	root := gjson.ParseBytes(body)
-	if e := responseError(root); e != nil {
-		return nil, e
+	r := root[0]
+	if r == nil {
+		r = body // one documented example has no Response wrapper
 	}
-	r := root.Get("Response")
-	if !r.Exists() {
-		r = root // one documented example has no Response wrapper
+	var f [6][]byte // Error, Choices, Id, RequestId, Created, Usage
+	adaptor.ObjectFields(r, responseFields, f[:])
+	if len(f[0]) > 0 && f[0][0] == '{' {
+		e := gjson.ParseBytes(f[0])
+		return nil, apiError(e.Get("Code").String(), e.Get("Message").String(), adaptor.StringValue(f[3]))
 	}
-	choices := r.Get("Choices")
-	if !choices.IsArray() || len(choices.Array()) == 0 {
-		return nil, adaptor.UpstreamError(502, "bad_response", "hunyuan answer has no Choices")
-	}
-
-	id := r.Get("Id").String()
+	id := adaptor.StringValue(f[2])
 	if id == "" {
-		id = r.Get("RequestId").String()
+		id = adaptor.StringValue(f[3])
 	}
 	if id == "" {
 		id = adaptor.NewID("")
 	}
-	created := r.Get("Created").Int()
+	created := gjson.ParseBytes(f[4]).Int()
 	if created == 0 {
 		created = now.Unix()
 	}
@@ -79,45 +85,52 @@ func translateResponse(body []byte, req *adaptor.Request, now time.Time) (*adapt
 	b = append(b, `,"model":`...)
 	b = adaptor.AppendJSONString(b, req.Model)
 	b = append(b, `,"choices":[`...)
-	var text []byte
+	var text string
 	i := 0
-	choices.ForEach(func(_, c gjson.Result) bool {
+	adaptor.EachElement(f[1], func(c []byte) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		m := c.Get("Message")
+		var cf [2][]byte // Message, FinishReason
+		adaptor.ObjectFields(c, choiceFields, cf[:])
+		var mf [3][]byte // Content, ReasoningContent, ToolCalls
+		adaptor.ObjectFields(cf[0], messageFields, mf[:])
+		content := adaptor.StringValue(mf[0])
 		if i == 0 {
-			text = append(text, m.Get("Content").String()...)
+			text = content
 		}
-		b = appendChoice(b, c, m, i)
+		b = appendChoice(b, i, content, adaptor.StringValue(mf[1]), mf[2], adaptor.StringValue(cf[1]))
 		i++
-		return true
 	})
+	if i == 0 { // not an array, or an empty one
+		return nil, adaptor.UpstreamError(502, "bad_response", "hunyuan answer has no Choices")
+	}
 	b = append(b, `],"usage":`...)
 
-	usage := parseUsage(r.Get("Usage"))
+	usage := parseUsage(gjson.ParseBytes(f[5]))
 	if !usage.Valid() {
-		usage = adaptor.EstimateUsage(req.Body, string(text))
+		usage = adaptor.EstimateUsage(req.Body, text)
 	}
 	b = adaptor.AppendUsage(b, usage)
 	b = append(b, '}')
 	return &adaptor.Completion{Body: b, Usage: usage}, nil
 }
 
-func appendChoice(b []byte, c, m gjson.Result, i int) []byte {
-	calls := m.Get("ToolCalls")
-	hasCalls := len(calls.Array()) > 0
+// appendChoice writes choice i of a completion; toolCalls is the raw ToolCalls array (nil when absent).
+func appendChoice(b []byte, i int, content, reasoning string, toolCalls []byte, finishRaw string) []byte {
+	calls := gjson.ParseBytes(toolCalls)
+	hasCalls := calls.IsArray() && len(calls.Array()) > 0
 	b = append(b, `{"index":`...)
 	b = strconv.AppendInt(b, int64(i), 10)
 	b = append(b, `,"message":{"role":"assistant","content":`...)
-	if content := m.Get("Content").String(); content == "" && hasCalls {
+	if content == "" && hasCalls {
 		b = append(b, "null"...)
 	} else {
 		b = adaptor.AppendJSONString(b, content)
 	}
-	if rc := m.Get("ReasoningContent").String(); rc != "" {
+	if reasoning != "" {
 		b = append(b, `,"reasoning_content":`...)
-		b = adaptor.AppendJSONString(b, rc)
+		b = adaptor.AppendJSONString(b, reasoning)
 	}
 	if hasCalls {
 		b = append(b, `,"tool_calls":[`...)
@@ -139,7 +152,7 @@ func appendChoice(b []byte, c, m gjson.Result, i int) []byte {
 		b = append(b, ']')
 	}
 	b = append(b, `,"refusal":null},"logprobs":null,"finish_reason":`...)
-	finish := finishReason(c.Get("FinishReason").String())
+	finish := finishReason(finishRaw)
 	if finish == "" {
 		finish = "stop"
 		if hasCalls {
