@@ -34,6 +34,7 @@ type writer struct {
 	queue chan op
 	batch int
 	every time.Duration
+	kick  chan struct{} // wakes the writer before its flush deadline
 	done  chan struct{}
 	// mu guards closed: enqueues hold it shared, close holds it exclusively, so no op is sent on a
 	// closed queue and none sent before close is lost.
@@ -52,7 +53,7 @@ type writer struct {
 
 func newWriter(db *sql.DB, opt Options) *writer {
 	w := &writer{db: db, log: opt.Logger, queue: make(chan op, opt.QueueSize), batch: opt.BatchSize,
-		every: opt.FlushInterval, done: make(chan struct{}), stmts: map[string]*sql.Stmt{}}
+		every: opt.FlushInterval, kick: make(chan struct{}, 1), done: make(chan struct{}), stmts: map[string]*sql.Stmt{}}
 	go w.run()
 	return w
 }
@@ -72,41 +73,58 @@ func (w *writer) enqueue(ops ...op) {
 		case w.queue <- o:
 		default:
 			w.blocked.Add(1)
+			w.kickWriter()
 			w.queue <- o
 		}
+	}
+	if len(w.queue) >= w.batch {
+		w.kickWriter()
+	}
+}
+
+// kickWriter wakes the writer before its flush deadline (a full batch is queued, or close).
+func (w *writer) kickWriter() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
 	}
 }
 
 func (w *writer) run() {
 	defer close(w.done)
 	buf := make([]op, 0, w.batch)
-	// The flush deadline is set when a batch starts and not moved by later rows, so no row waits
-	// longer than FlushInterval (plus the commit before it) however steady the trickle.
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	flush := func() {
-		timer.Stop()
-		w.flush(buf)
-		buf = buf[:0]
-	}
 	for {
+		o, ok := <-w.queue // the first op of a batch: the writer's only wait on the queue
+		if !ok {
+			return
+		}
+		buf = append(buf[:0], o)
+		// The rest of the batch gathers in the queue while the writer sleeps until the flush deadline
+		// (set now, so no row waits longer than FlushInterval plus the commit before it) or until
+		// enqueue reports a full batch: one wake-up per batch, not one per row.
 		select {
-		case o, ok := <-w.queue:
-			if !ok {
-				flush()
-				return
+		case <-w.kick: // left over from the last batch
+		default:
+		}
+		if len(w.queue) < w.batch {
+			timer.Reset(w.every)
+			select {
+			case <-timer.C:
+			case <-w.kick:
+				timer.Stop()
 			}
-			if len(buf) == 0 {
-				timer.Reset(w.every)
-			}
-			buf = append(buf, o)
-			// Take what is already queued without waiting, up to a batch.
-			for len(buf) < w.batch {
+		}
+		// Take what is queued, a batch per transaction, until the queue is empty.
+		closed := false
+		for {
+			for len(buf) < w.batch && !closed {
 				select {
-				case o, ok = <-w.queue:
+				case o, ok := <-w.queue:
 					if !ok {
-						flush()
-						return
+						closed = true
+						break
 					}
 					buf = append(buf, o)
 					continue
@@ -114,11 +132,14 @@ func (w *writer) run() {
 				}
 				break
 			}
-			if len(buf) >= w.batch {
-				flush()
+			w.flush(buf)
+			buf = buf[:0]
+			if closed || len(w.queue) == 0 {
+				break
 			}
-		case <-timer.C:
-			flush()
+		}
+		if closed {
+			return
 		}
 	}
 }
@@ -252,6 +273,7 @@ func (w *writer) close() {
 		close(w.queue)
 	}
 	w.mu.Unlock()
+	w.kickWriter() // the last batch need not wait out its deadline
 	<-w.done
 	w.dropConn()
 }
