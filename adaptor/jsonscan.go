@@ -20,7 +20,7 @@ const maxDepth = 512
 // with gjson). vals must be at least as long as names; they alias data, and mean nothing when it
 // returns false.
 func ObjectFields(data []byte, names []string, vals [][]byte) bool {
-	end, ok := objectFields(data, skipSpace(data, 0), names, vals)
+	end, ok := objectFields(data, skipSpace(data, 0), 1, names, vals)
 	return ok && skipSpace(data, end) == len(data)
 }
 
@@ -32,12 +32,13 @@ func FirstObjectFields(data []byte, names []string, vals [][]byte) bool {
 	if i >= len(data) || data[i] != '[' {
 		return false
 	}
-	_, ok := objectFields(data, skipSpace(data, i+1), names, vals)
+	_, ok := objectFields(data, skipSpace(data, i+1), 2, names, vals)
 	return ok
 }
 
-// objectFields checks the object starting at data[i] and picks its fields; it returns the index after it.
-func objectFields(data []byte, i int, names []string, vals [][]byte) (int, bool) {
+// objectFields checks the object starting at data[i], nested depth deep, and picks its fields (none when
+// names is nil); it returns the index after it.
+func objectFields(data []byte, i, depth int, names []string, vals [][]byte) (int, bool) {
 	for k := range names {
 		vals[k] = nil
 	}
@@ -64,11 +65,13 @@ func objectFields(data []byte, i int, names []string, vals [][]byte) (int, bool)
 		}
 		i = skipSpace(data, i+1)
 		vstart := i
-		if i, ok = scanValue(data, i, 1); !ok {
+		if i, ok = scanValue(data, i, depth); !ok {
 			return i, false
 		}
-		if slot := fieldSlot(names, key, escaped, data[kstart:end]); slot >= 0 && vals[slot] == nil {
-			vals[slot] = data[vstart:i]
+		if names != nil { // nil: only checking
+			if slot := fieldSlot(names, key, escaped, data[kstart:end]); slot >= 0 && vals[slot] == nil {
+				vals[slot] = data[vstart:i]
+			}
 		}
 		i = skipSpace(data, i)
 		if i >= len(data) {
@@ -88,32 +91,40 @@ func objectFields(data []byte, i int, names []string, vals [][]byte) (int, bool)
 // EachElement calls fn with each element of the JSON array data, and reports whether data is one valid
 // JSON array (fn may have seen elements before a fault further on).
 func EachElement(data []byte, fn func(elem []byte)) bool {
-	i := skipSpace(data, 0)
+	end, ok := arrayElements(data, skipSpace(data, 0), 1, fn)
+	return ok && skipSpace(data, end) == len(data)
+}
+
+// arrayElements checks the array starting at data[i], nested depth deep, calling fn (when not nil) with
+// each element; it returns the index after the array.
+func arrayElements(data []byte, i, depth int, fn func(elem []byte)) (int, bool) {
 	if i >= len(data) || data[i] != '[' {
-		return false
+		return i, false
 	}
 	i = skipSpace(data, i+1)
 	if i < len(data) && data[i] == ']' {
-		return skipSpace(data, i+1) == len(data)
+		return i + 1, true
 	}
 	for {
 		start := i
-		end, ok := scanValue(data, i, 1)
+		end, ok := scanValue(data, i, depth)
 		if !ok {
-			return false
+			return end, false
 		}
-		fn(data[start:end])
+		if fn != nil {
+			fn(data[start:end])
+		}
 		i = skipSpace(data, end)
 		if i >= len(data) {
-			return false
+			return i, false
 		}
 		switch data[i] {
 		case ',':
 			i = skipSpace(data, i+1)
 		case ']':
-			return skipSpace(data, i+1) == len(data)
+			return i + 1, true
 		default:
-			return false
+			return i, false
 		}
 	}
 }
@@ -169,7 +180,10 @@ func scanValue(b []byte, i, depth int) (int, bool) {
 		if depth >= maxDepth {
 			return i, false
 		}
-		return scanContainer(b, i, depth+1)
+		if c == '{' {
+			return objectFields(b, i, depth+1, nil, nil)
+		}
+		return arrayElements(b, i, depth+1, nil)
 	case c == 't':
 		return scanLiteral(b, i, "true")
 	case c == 'f':
@@ -180,50 +194,6 @@ func scanValue(b []byte, i, depth int) (int, bool) {
 		return scanNumber(b, i)
 	}
 	return i, false
-}
-
-// scanContainer checks an object or array starting at b[i].
-func scanContainer(b []byte, i, depth int) (int, bool) {
-	obj := b[i] == '{'
-	closer := byte(']')
-	if obj {
-		closer = '}'
-	}
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == closer {
-		return i + 1, true
-	}
-	for {
-		var ok bool
-		if obj {
-			if i >= len(b) || b[i] != '"' {
-				return i, false
-			}
-			if i, _, ok = scanString(b, i); !ok {
-				return i, false
-			}
-			i = skipSpace(b, i)
-			if i >= len(b) || b[i] != ':' {
-				return i, false
-			}
-			i = skipSpace(b, i+1)
-		}
-		if i, ok = scanValue(b, i, depth); !ok {
-			return i, false
-		}
-		i = skipSpace(b, i)
-		if i >= len(b) {
-			return i, false
-		}
-		switch b[i] {
-		case ',':
-			i = skipSpace(b, i+1)
-		case closer:
-			return i + 1, true
-		default:
-			return i, false
-		}
-	}
 }
 
 // scanString checks the string starting at b[i] (the opening quote) and returns the index after its

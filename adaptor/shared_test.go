@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"relay/adaptor/streamtest"
 )
 
 func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
@@ -110,22 +112,10 @@ func TestSSEReaderBareCRDoesNotWait(t *testing.T) {
 	}
 }
 
-// loopReader serves the same bytes forever, like a stream that never ends.
-type loopReader struct {
-	data []byte
-	off  int
-}
-
-func (l *loopReader) Read(p []byte) (int, error) {
-	n := copy(p, l.data[l.off:])
-	l.off = (l.off + n) % len(l.data)
-	return n, nil
-}
-
 // Reading an event allocates nothing once the reader's buffers have grown, whatever the line endings.
 func TestSSEReaderAllocs(t *testing.T) {
 	for _, frame := range []string{"data: {\"a\":1}\n\n", "event: e\r\ndata: {\"a\":1}\r\n\r\n", "data: x\r\r", "data: " + strings.Repeat("y", 10000) + "\n\n"} {
-		s := NewSSEReader(&loopReader{data: []byte(frame)})
+		s := NewSSEReader(streamtest.NewLoop(frame))
 		if allocs := testing.AllocsPerRun(100, func() {
 			if _, _, err := s.Next(); err != nil {
 				t.Fatal(err)
@@ -321,7 +311,7 @@ func FuzzSSEReader(f *testing.F) {
 
 func BenchmarkSSEReader(b *testing.B) {
 	frame := "data: {\"id\":\"chatcmpl-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello\"}}]}\n\n"
-	s := NewSSEReader(&loopReader{data: []byte(frame)})
+	s := NewSSEReader(streamtest.NewLoop(frame))
 	b.SetBytes(int64(len(frame)))
 	b.ReportAllocs()
 	for b.Loop() {

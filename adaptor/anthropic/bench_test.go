@@ -5,37 +5,18 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"testing"
 
 	"relay/adaptor"
+	"relay/adaptor/streamtest"
 )
-
-// loopReader serves frames over and over, after an optional head.
-type loopReader struct {
-	head, frame []byte
-	off         int
-}
-
-func (l *loopReader) Read(p []byte) (int, error) {
-	n := 0
-	if len(l.head) > 0 {
-		n = copy(p, l.head)
-		l.head = l.head[n:]
-		return n, nil
-	}
-	for n < len(p) {
-		c := copy(p[n:], l.frame[l.off:])
-		n += c
-		l.off = (l.off + c) % len(l.frame)
-	}
-	return n, nil
-}
 
 const streamHead = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-3-5-haiku-20241022\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":14,\"output_tokens\":1}}}\n\n" +
 	"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01\",\"name\":\"get_tide\",\"input\":{}}}\n\n"
 
 func benchFrames(b *testing.B, frame string) {
-	ev := NewEvents(context.Background(), io.NopCloser(&loopReader{head: []byte(streamHead), frame: []byte(frame)}))
+	ev := NewEvents(context.Background(), io.NopCloser(io.MultiReader(strings.NewReader(streamHead), streamtest.NewLoop(frame))))
 	for range 2 { // role chunk and tool call start
 		if _, err := ev.Next(); err != nil {
 			b.Fatal(err)

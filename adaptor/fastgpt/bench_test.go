@@ -2,30 +2,13 @@ package fastgpt
 
 import (
 	"context"
-	"io"
 	"testing"
+
+	"relay/adaptor/streamtest"
 )
 
-// loop serves the same frames forever, so a benchmark measures decoding and not I/O setup.
-type loop struct {
-	data []byte
-	off  int
-}
-
-func (l *loop) Read(p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		c := copy(p[n:], l.data[l.off:])
-		n += c
-		l.off = (l.off + c) % len(l.data)
-	}
-	return n, nil
-}
-
-func (l *loop) Close() error { return nil }
-
 func benchChunks(b *testing.B, frame string) {
-	ev := NewEvents(context.Background(), &loop{data: []byte(frame)})
+	ev := NewEvents(context.Background(), streamtest.NewLoop(frame))
 	if _, err := ev.Next(); err != nil { // the first chunk may rebuild the role
 		b.Fatal(err)
 	}
@@ -53,7 +36,7 @@ func BenchmarkChunkDetail(b *testing.B) {
 // BenchmarkNamedEvent is one pass-through flowNodeStatus event.
 func BenchmarkNamedEvent(b *testing.B) {
 	frame := "event: flowNodeStatus\ndata: {\"status\":\"running\",\"name\":\"AI chat\"}\n\n"
-	ev := NewEvents(context.Background(), &loop{data: []byte(frame)})
+	ev := NewEvents(context.Background(), streamtest.NewLoop(frame))
 	b.ReportAllocs()
 	for range b.N {
 		e, err := ev.Next()
@@ -62,5 +45,3 @@ func BenchmarkNamedEvent(b *testing.B) {
 		}
 	}
 }
-
-var _ io.ReadCloser = (*loop)(nil)

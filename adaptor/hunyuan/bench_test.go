@@ -2,30 +2,18 @@ package hunyuan
 
 import (
 	"context"
-	"io"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"relay/adaptor"
+	"relay/adaptor/streamtest"
 )
-
-// loop serves the same bytes forever, like a stream that never ends.
-type loop struct {
-	data []byte
-	off  int
-}
-
-func (l *loop) Read(p []byte) (int, error) {
-	n := copy(p, l.data[l.off:])
-	l.off = (l.off + n) % len(l.data)
-	return n, nil
-}
 
 // benchChunks measures one translated chunk: SSE framing, decoding, chunk building.
 func benchChunks(b *testing.B, frame string) {
-	ev := newEvents(context.Background(), io.NopCloser(&loop{data: []byte("data: " + frame + "\n\n")}), "")
+	ev := newEvents(context.Background(), streamtest.NewLoop("data: "+frame+"\n\n"), "")
 	if _, err := ev.Next(); err != nil { // the first chunk carries the role; measure the steady state
 		b.Fatal(err)
 	}

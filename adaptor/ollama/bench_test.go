@@ -2,26 +2,14 @@ package ollama
 
 import (
 	"context"
-	"io"
 	"os"
 	"testing"
 
 	"github.com/tidwall/gjson"
 
 	"relay/adaptor"
+	"relay/adaptor/streamtest"
 )
-
-// loop serves the same bytes forever, like a stream that never ends.
-type loop struct {
-	data []byte
-	off  int
-}
-
-func (l *loop) Read(p []byte) (int, error) {
-	n := copy(p, l.data[l.off:])
-	l.off = (l.off + n) % len(l.data)
-	return n, nil
-}
 
 // benchChunks measures one translated chunk: NDJSON framing, decoding, chunk building.
 func benchChunks(b *testing.B, line string) {
@@ -29,7 +17,7 @@ func benchChunks(b *testing.B, line string) {
 	adaptor.NewToolCallID = func() string { return "call_x" }
 	b.Cleanup(func() { adaptor.NewToolCallID = old })
 	a := &Adaptor{}
-	ev := a.newEvents(context.Background(), io.NopCloser(&loop{data: []byte(line + "\n")}))
+	ev := a.newEvents(context.Background(), streamtest.NewLoop(line+"\n"))
 	if _, err := ev.Next(); err != nil { // the first chunk carries the role; measure the steady state
 		b.Fatal(err)
 	}

@@ -2,28 +2,17 @@ package openai
 
 import (
 	"context"
-	"io"
 	"testing"
+
+	"relay/adaptor/streamtest"
 )
-
-// loop serves the same bytes forever, like a stream that never ends.
-type loop struct {
-	data []byte
-	off  int
-}
-
-func (l *loop) Read(p []byte) (int, error) {
-	n := copy(p, l.data[l.off:])
-	l.off = (l.off + n) % len(l.data)
-	return n, nil
-}
 
 // A content chunk as OpenAI sends it.
 const chunkFrame = `{"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion.chunk","created":1741569952,"model":"gpt-4o-2024-08-06","service_tier":"default","system_fingerprint":"fp_f9f4fb6dbf","choices":[{"index":0,"delta":{"content":" heron"},"logprobs":null,"finish_reason":null}],"usage":null}`
 
 // BenchmarkStreamChunk is one passthrough chunk: SSE framing, validation, choices and usage picked out.
 func BenchmarkStreamChunk(b *testing.B) {
-	ev := NewEvents(context.Background(), io.NopCloser(&loop{data: []byte("data: " + chunkFrame + "\n\n")}))
+	ev := NewEvents(context.Background(), streamtest.NewLoop("data: "+chunkFrame+"\n\n"))
 	b.SetBytes(int64(len(chunkFrame) + 8))
 	b.ReportAllocs()
 	for b.Loop() {
