@@ -779,6 +779,24 @@ func TestWriterNeedsNoPooledConnection(t *testing.T) {
 	waitWritten(t, s, 204)
 }
 
+// Close commits what is queued at once: the last batch does not wait out its flush interval.
+func TestCloseDoesNotWaitForFlushInterval(t *testing.T) {
+	for _, n := range []int{1, 10, 600} {
+		s := openStore(t, dbPath(t), sqlite.Options{FlushInterval: 10 * time.Second, BatchSize: 512})
+		for i := 0; i < n; i++ {
+			s.Log(logRow(fmt.Sprintf("c-%d", i)))
+		}
+		start := time.Now()
+		closeStore(t, s)
+		if el := time.Since(start); el > 2*time.Second {
+			t.Fatalf("%d rows: Close took %v with a 10s flush interval", n, el)
+		}
+		if st := s.Stats(); st.Written != int64(n) {
+			t.Fatalf("%d rows: written %d", n, st.Written)
+		}
+	}
+}
+
 func waitWritten(t *testing.T, s *sqlite.Store, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

@@ -38,8 +38,9 @@ type writer struct {
 	done  chan struct{}
 	// mu guards closed: enqueues hold it shared, close holds it exclusively, so no op is sent on a
 	// closed queue and none sent before close is lost.
-	mu     sync.RWMutex
-	closed bool
+	mu      sync.RWMutex
+	closed  bool
+	closing atomic.Bool // closed, readable by the writer without mu
 
 	written, batches, blocked, failed atomic.Int64
 	lastFlush                         atomic.Int64
@@ -108,7 +109,7 @@ func (w *writer) run() {
 		case <-w.kick: // left over from the last batch
 		default:
 		}
-		if len(w.queue) < w.batch {
+		if len(w.queue) < w.batch && !w.closing.Load() { // (the drain above may have taken close's kick)
 			timer.Reset(w.every)
 			select {
 			case <-timer.C:
@@ -270,6 +271,7 @@ func (w *writer) close() {
 	w.mu.Lock()
 	if !w.closed {
 		w.closed = true
+		w.closing.Store(true)
 		close(w.queue)
 	}
 	w.mu.Unlock()
