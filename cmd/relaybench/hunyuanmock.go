@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 )
 
 // hunyuanMock is a fast upstream shaped like Tencent Hunyuan's native API (ChatCompletions 2023-09-01,
@@ -79,11 +78,7 @@ func hunyuanError(code, msg string) []byte {
 
 // writeHunyuanError answers with HTTP 200 and a Response.Error body, as Tencent does for business errors
 // (also to stream requests, as JSON, when the error is found before streaming starts).
-func writeHunyuanError(w http.ResponseWriter, body []byte) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.Write(body)
-}
+func writeHunyuanError(w http.ResponseWriter, body []byte) { writeJSON(w, body) }
 
 func (m *hunyuanMock) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost || r.URL.Path != "/" {
@@ -114,15 +109,10 @@ func (m *hunyuanMock) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !req.Stream {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Content-Length", strconv.Itoa(len(m.completion)))
-		w.Write(m.completion)
+		writeJSON(w, m.completion)
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-TC-RequestId", hunyuanRequestID)
-	writeFrames(w, r, m.frames, m.opt.Delay)
+	w.Header().Set("X-TC-RequestId", hunyuanRequestID)
+	streamFrames(w, r, m.frames, m.opt.Delay)
 	// No [DONE]: returning ends the response, which is Hunyuan's end of stream.
 }

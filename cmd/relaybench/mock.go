@@ -112,15 +112,10 @@ func (m *mock) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !req.Stream {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Content-Length", strconv.Itoa(len(m.completion)))
-		w.Write(m.completion)
+		writeJSON(w, m.completion)
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	writeFrames(w, r, m.frames, m.opt.Delay)
+	streamFrames(w, r, m.frames, m.opt.Delay)
 	if req.StreamOptions.IncludeUsage {
 		w.Write(m.usage)
 	}
@@ -159,7 +154,19 @@ func jsonString(s string) string {
 
 // writeFrames writes a stream's frames with delay between them, each flushed: a real model emits tokens
 // one by one, so the proxies see separate frames. It stops when the client goes away.
-func writeFrames(w http.ResponseWriter, r *http.Request, frames [][]byte, delay time.Duration) {
+// writeJSON writes a whole JSON answer (status 200) with its length.
+func writeJSON(w http.ResponseWriter, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Write(body)
+}
+
+// streamFrames starts an SSE answer (headers set on w before the call are kept) and writes frames,
+// delay apart, flushing each; it stops early when the client goes away.
+func streamFrames(w http.ResponseWriter, r *http.Request, frames [][]byte, delay time.Duration) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
 	flusher, _ := w.(http.Flusher)
 	var timer *time.Timer
 	for i, f := range frames {
