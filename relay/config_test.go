@@ -599,3 +599,21 @@ func TestConfigDebugListenLoopbackOnly(t *testing.T) {
 		}
 	}
 }
+
+// The example config and the built-in default agree on 32 MiB of GC headroom; the environment can set it
+// (0 turns it off) but not make it negative.
+func TestConfigGCHeadroom(t *testing.T) {
+	cfgCleanEnv(t)
+	cfg, err := relay.LoadConfig(repoConfig)
+	if err != nil || cfg.Server.GCHeadroomBytes != 32<<20 {
+		t.Fatalf("example config: %v, headroom %d", err, cfg.Server.GCHeadroomBytes)
+	}
+	t.Setenv("RELAY_SERVER_GC_HEADROOM_BYTES", "0")
+	if cfg, err := relay.LoadConfig(repoConfig); err != nil || cfg.Server.GCHeadroomBytes != 0 {
+		t.Errorf("RELAY_SERVER_GC_HEADROOM_BYTES=0: %v", err)
+	}
+	t.Setenv("RELAY_SERVER_GC_HEADROOM_BYTES", "-1")
+	if _, err := relay.LoadConfig(repoConfig); err == nil || !strings.Contains(err.Error(), "server.gc_headroom_bytes") {
+		t.Errorf("a negative headroom: err = %v", err)
+	}
+}

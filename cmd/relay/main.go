@@ -159,6 +159,7 @@ func serve(cfg *relay.Config, cfgPath string, log *slog.Logger) error {
 		}
 		defer stopDebug()
 	}
+	defer relay.StartGCHeadroom(uint64(cfg.Server.GCHeadroomBytes))()
 	names := make([]string, 0, len(channels))
 	for _, ch := range channels {
 		names = append(names, ch.Name+"("+ch.Kind+")")
