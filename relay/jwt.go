@@ -116,7 +116,7 @@ type AuthErrorWriter func(c *gin.Context, status int, code, msg string)
 func (s *Server) jwtAuth(fail AuthErrorWriter) gin.HandlerFunc {
 	key, keyErr := s.cfg.Auth.JWT.JWTKey()
 	if keyErr != nil {
-		s.log.Warn("JWT routes disabled: " + keyErr.Error())
+		s.jwtWarn.Do(func() { s.log.Warn("JWT routes disabled: " + keyErr.Error()) })
 	}
 	return func(c *gin.Context) {
 		if keyErr != nil {

@@ -42,6 +42,8 @@ type Server struct {
 	inflight sync.WaitGroup
 	active   atomic.Int64 // requests in flight, for the memory release
 	seen     atomic.Bool  // a request arrived since the memory release last looked
+
+	jwtWarn sync.Once // two surfaces use JWTs; a missing secret is said once
 }
 
 func init() { gin.SetMode(gin.ReleaseMode) }

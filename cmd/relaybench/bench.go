@@ -21,6 +21,7 @@ type config struct {
 	out         string
 	relayBin    string
 	relayDebug  string
+	relayEnv    envList // NAME=VALUE set for the relay alone (RELAY_* from the harness's own environment is not passed)
 	mock        mockOptions
 	slowDelay   time.Duration
 	laneMax     time.Duration
@@ -152,7 +153,7 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.hunyuan, err = startHelper("mock-hunyuan", b.dir, "mock-hunyuan", b.cfg.mock.args()...); err != nil {
 		return err
 	}
-	if b.relay, b.key, err = startRelay(ctx, bin, b.dir, b.cfg.relayDebug, b.mock.url, b.slow.url, b.hunyuan.url); err != nil {
+	if b.relay, b.key, err = startRelay(ctx, bin, b.dir, b.cfg.relayDebug, b.cfg.relayEnv, b.mock.url, b.slow.url, b.hunyuan.url); err != nil {
 		return err
 	}
 	if m, err := readMem(b.relay.pid()); err == nil {

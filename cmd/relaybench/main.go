@@ -93,6 +93,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.out, "out", "bench/results", `directory for <date>.md ("" writes no file)`)
 	fs.StringVar(&cfg.relayBin, "relay-bin", "", "relay binary to measure (default: go build ./cmd/relay into a temp dir)")
 	fs.StringVar(&cfg.relayDebug, "relay-debug", "", "serve the relay's pprof on this loopback address (server.debug_listen), to profile it under load")
+	fs.Var(&cfg.relayEnv, "relay-env", "NAME=VALUE in the relay's environment, e.g. RELAY_STORE_FLUSH_INTERVAL=10ms or GOGC=off (repeatable); "+
+		"the harness does not pass its own RELAY_* variables on")
 	cfg.mock.register(fs)
 	fs.DurationVar(&cfg.slowDelay, "slow-delay", 50*time.Millisecond, "delay between chunks in the memory test")
 	fs.DurationVar(&cfg.laneMax, "lane-timeout", 60*time.Second, "time bound of one lane's run (requests stop being issued)")

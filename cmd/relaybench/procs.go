@@ -31,8 +31,22 @@ type proc struct {
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
 
+// envList is a repeatable NAME=VALUE flag.
+type envList []string
+
+func (e *envList) String() string { return strings.Join(*e, " ") }
+
+func (e *envList) Set(v string) error {
+	if name, _, ok := strings.Cut(v, "="); !ok || name == "" {
+		return fmt.Errorf("%q is not NAME=VALUE", v)
+	}
+	*e = append(*e, v)
+	return nil
+}
+
 // childEnviron is the environment for children: no proxies (all traffic is loopback) and no RELAY_*
-// overrides from the caller's shell, so the generated config file is what the relay runs with.
+// overrides from the caller's shell, so the generated config file is what the relay runs with
+// (plus what -relay-env names, passed as extra).
 func childEnviron(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
@@ -223,8 +237,8 @@ channels:
 `
 
 // startRelay writes the config, creates a key with the relay's own CLI and starts `relay serve`.
-// debug is the relay's pprof address ("" for none).
-func startRelay(ctx context.Context, bin, dir, debug, fastURL, slowURL, hunyuanURL string) (*proc, string, error) {
+// debug is the relay's pprof address ("" for none); env is added to its environment.
+func startRelay(ctx context.Context, bin, dir, debug string, env []string, fastURL, slowURL, hunyuanURL string) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
@@ -235,7 +249,7 @@ func startRelay(ctx context.Context, bin, dir, debug, fastURL, slowURL, hunyuanU
 		return nil, "", err
 	}
 	keyCmd := exec.CommandContext(ctx, bin, "-config", cfg, "keys", "create", "--name", "bench")
-	keyCmd.Env = childEnviron()
+	keyCmd.Env = childEnviron(env...)
 	var stderr bytes.Buffer
 	keyCmd.Stderr = &stderr
 	out, err := keyCmd.Output()
@@ -247,7 +261,7 @@ func startRelay(ctx context.Context, bin, dir, debug, fastURL, slowURL, hunyuanU
 		return nil, "", fmt.Errorf("relay keys create printed %q, want one key", out)
 	}
 	cmd := exec.Command(bin, "-config", cfg, "serve")
-	cmd.Env = childEnviron()
+	cmd.Env = childEnviron(env...)
 	p, err := startProc("relay", dir, cmd)
 	if err != nil {
 		return nil, "", err

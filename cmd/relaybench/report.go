@@ -25,7 +25,11 @@ func (b *bench) report(date string) string {
 	p("| Mock upstream | %d chunks per stream + usage chunk + [DONE], %v between chunks, %d-byte answer, %.0f%% injected failures |",
 		o.Chunks, o.Delay, o.Size, o.Fail*100)
 	p("| Hunyuan-shaped mock | same knobs; native API frames (PascalCase, `Note`, cumulative `Usage` on every frame, `FinishReason` on the last, no [DONE]), signature not checked |")
-	p("| Relay setup | one `openai` channel to the mock, one `hunyuan` channel to the Hunyuan-shaped mock, fresh SQLite request log (always on), log level warn |")
+	env := ""
+	if len(b.cfg.relayEnv) > 0 {
+		env = "; environment `" + b.cfg.relayEnv.String() + "`"
+	}
+	p("| Relay setup | one `openai` channel to the mock, one `hunyuan` channel to the Hunyuan-shaped mock, fresh SQLite request log (always on), log level warn%s |", env)
 	p("| Rounds | %d; each round measures every cell as direct → floor → relay → translate, %d requests per lane (warm-up %d) |",
 		b.cfg.rounds, b.cfg.requests, b.cfg.warmup)
 	p("| Duration | %s |", b.elapsed.Round(time.Second))
@@ -121,13 +125,13 @@ func (b *bench) report(date string) string {
 		p("## Memory: %d concurrent slow streams (%v between chunks, %d chunks each)", b.cfg.streams, b.cfg.slowDelay, o.Chunks)
 		p("")
 		p("RSS is VmRSS from /proc/<pid>/status, sampled every 20 ms; VmHWM is the process's lifetime peak. The baseline is " +
-			"the RSS just before the test (after the throughput rounds); \"after\" samples start when the last stream ended and the " +
+			"the RSS just before the test (after the throughput rounds and, for the relay, 11 s of quiet in which its idle release runs); \"after\" samples start when the last stream ended and the " +
 			"load generator closed its connections, and stop once RSS is within 10%% of the baseline. A Go process returns " +
 			"freed memory to the OS only after a GC, and an idle one runs a GC only every 2 minutes; the relay forces one " +
 			"once it has been idle for 5 s, and again (at most once a minute) for memory freed later, such as upstream " +
 			"connections closed after their 90 s idle timeout. `-rss-wait 3m` follows it long enough to see it come back. " +
-			"The baseline can hold garbage the heap will reuse (the relay lets up to server.gc_headroom_bytes gather between " +
-			"GC cycles), so *peak − start* is given too: against the RSS of the freshly started relay, an upper bound.")
+			"*peak − start* is against the RSS of the freshly started relay: an upper bound, as it also counts what the " +
+			"throughput rounds left (warm connections, caches, heap the runtime kept).")
 		p("")
 		p("| process | streams ok | RSS at start | baseline | peak RSS | VmHWM | peak − baseline per stream | peak − start per stream | after the load | back within 10%% | TTFB p99 | gap p50 | gap p99 |")
 		p("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|")
