@@ -169,7 +169,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("store.path", "./data/relay.db")
 	v.SetDefault("store.queue_size", 10000)
 	v.SetDefault("store.batch_size", 512)
-	v.SetDefault("store.flush_interval", "50ms")
+	v.SetDefault("store.flush_interval", "10ms")
 	v.SetDefault("workflows.concurrency", 8)
 	v.SetDefault("workflows.job_timeout", "10m")
 	v.SetDefault("callbacks.secret", "") // known to viper, so RELAY_CALLBACKS_SECRET sets it

@@ -105,7 +105,7 @@ func TestConfigRepoFileLoads(t *testing.T) {
 	if c.Auth.KeyCacheTTL != 10*time.Second {
 		t.Errorf("auth.key_cache_ttl = %v", c.Auth.KeyCacheTTL)
 	}
-	if want := (relay.StoreConfig{Path: "./data/relay.db", QueueSize: 10000, BatchSize: 512, FlushInterval: 50 * time.Millisecond}); c.Store != want {
+	if want := (relay.StoreConfig{Path: "./data/relay.db", QueueSize: 10000, BatchSize: 512, FlushInterval: 10 * time.Millisecond}); c.Store != want {
 		t.Errorf("store = %+v, want %+v", c.Store, want)
 	}
 	if len(c.Channels) != 7 {
@@ -521,7 +521,8 @@ func TestConfigDefault(t *testing.T) {
 	}
 	if c.Listen != "127.0.0.1:8080" || c.Store.Path != "./data/relay.db" || c.Log.Format != "text" || c.Log.Level != "info" ||
 		c.Server.MaxBodyBytes != 10<<20 || c.Server.ShutdownGrace != 30*time.Second || c.Auth.KeyCacheTTL != 10*time.Second ||
-		c.Store.QueueSize != 10000 || c.Store.BatchSize != 512 || c.Store.FlushInterval != 50*time.Millisecond {
+		c.Store.QueueSize != 10000 || c.Store.BatchSize != 512 || c.Store.FlushInterval != 10*time.Millisecond ||
+		c.Server.GCHeadroomBytes != 32<<20 {
 		t.Errorf("defaults = %+v", c)
 	}
 	if len(c.Channels) != 1 {
