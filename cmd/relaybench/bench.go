@@ -184,7 +184,7 @@ func (b *bench) teardown() {
 		return
 	}
 	if b.cfg.keep {
-		b.logf("kept %s (relay.yaml, relay.db, child logs)", b.dir)
+		b.logf("kept %s (relay.yaml, data/relay.db, child logs)", b.dir)
 		return
 	}
 	os.RemoveAll(b.dir)

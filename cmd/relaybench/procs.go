@@ -244,7 +244,10 @@ func startRelay(ctx context.Context, bin, dir, debug string, env []string, fastU
 		return nil, "", err
 	}
 	cfg := filepath.Join(dir, "relay.yaml")
-	body := fmt.Sprintf(relayConfig, addr, debug, filepath.Join(dir, "relay.db"), fastURL, slowURL, hunyuanURL)
+	// The database goes in a folder of its own, as in the default layout (./data/relay.db): the relay
+	// watches its config file's folder, and every WAL write there would wake the watcher.
+	db := filepath.Join(dir, "data", "relay.db")
+	body := fmt.Sprintf(relayConfig, addr, debug, db, fastURL, slowURL, hunyuanURL)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		return nil, "", err
 	}
