@@ -73,19 +73,27 @@ func objectFields(data []byte, i, depth int, names []string, vals [][]byte) (int
 				vals[slot] = data[vstart:i]
 			}
 		}
-		i = skipSpace(data, i)
-		if i >= len(data) {
-			return i, false
-		}
-		switch data[i] {
-		case ',':
-			i = skipSpace(data, i+1)
-		case '}':
-			return i + 1, true
-		default:
-			return i, false
+		var done bool
+		if i, done, ok = nextMember(data, i, '}'); !ok || done {
+			return i, ok
 		}
 	}
+}
+
+// nextMember reads what follows a member of an object or array ending in close: done at close (i after
+// it), or the start of the next member after a comma; not ok on anything else.
+func nextMember(data []byte, i int, close byte) (next int, done, ok bool) {
+	i = skipSpace(data, i)
+	if i >= len(data) {
+		return i, false, false
+	}
+	switch data[i] {
+	case ',':
+		return skipSpace(data, i+1), false, true
+	case close:
+		return i + 1, true, true
+	}
+	return i, false, false
 }
 
 // EachElement calls fn with each element of the JSON array data, and reports whether data is one valid
@@ -114,17 +122,9 @@ func arrayElements(data []byte, i, depth int, fn func(elem []byte)) (int, bool) 
 		if fn != nil {
 			fn(data[start:end])
 		}
-		i = skipSpace(data, end)
-		if i >= len(data) {
-			return i, false
-		}
-		switch data[i] {
-		case ',':
-			i = skipSpace(data, i+1)
-		case ']':
-			return i + 1, true
-		default:
-			return i, false
+		var done bool
+		if i, done, ok = nextMember(data, end, ']'); !ok || done {
+			return i, ok
 		}
 	}
 }
