@@ -121,6 +121,7 @@ type StoreConfig struct {
 	QueueSize     int           `mapstructure:"queue_size"`
 	BatchSize     int           `mapstructure:"batch_size"`
 	FlushInterval time.Duration `mapstructure:"flush_interval"`
+	WriterNice    int           `mapstructure:"writer_nice"` // 0..19, Linux only (sqlite.Options.WriterNice)
 }
 
 // ChannelConfig is one upstream as written in config.yaml.
@@ -170,6 +171,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("store.queue_size", 10000)
 	v.SetDefault("store.batch_size", 512)
 	v.SetDefault("store.flush_interval", "10ms")
+	v.SetDefault("store.writer_nice", 19)
 	v.SetDefault("workflows.concurrency", 8)
 	v.SetDefault("workflows.job_timeout", "10m")
 	v.SetDefault("callbacks.secret", "") // known to viper, so RELAY_CALLBACKS_SECRET sets it
@@ -232,6 +234,9 @@ func (c *Config) validate() error {
 	}
 	if c.Store.Path == "" {
 		return errors.New("config: store.path must not be empty")
+	}
+	if c.Store.WriterNice < 0 || c.Store.WriterNice > 19 {
+		return errors.New("config: store.writer_nice must be within 0..19 (0: the writer runs at normal priority)")
 	}
 	if err := checkLoopback(c.Server.DebugListen); err != nil {
 		return err

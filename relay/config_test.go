@@ -105,7 +105,7 @@ func TestConfigRepoFileLoads(t *testing.T) {
 	if c.Auth.KeyCacheTTL != 10*time.Second {
 		t.Errorf("auth.key_cache_ttl = %v", c.Auth.KeyCacheTTL)
 	}
-	if want := (relay.StoreConfig{Path: "./data/relay.db", QueueSize: 10000, BatchSize: 512, FlushInterval: 10 * time.Millisecond}); c.Store != want {
+	if want := (relay.StoreConfig{Path: "./data/relay.db", QueueSize: 10000, BatchSize: 512, FlushInterval: 10 * time.Millisecond, WriterNice: 19}); c.Store != want {
 		t.Errorf("store = %+v, want %+v", c.Store, want)
 	}
 	if len(c.Channels) != 7 {
@@ -522,7 +522,7 @@ func TestConfigDefault(t *testing.T) {
 	if c.Listen != "127.0.0.1:8080" || c.Store.Path != "./data/relay.db" || c.Log.Format != "text" || c.Log.Level != "info" ||
 		c.Server.MaxBodyBytes != 10<<20 || c.Server.ShutdownGrace != 30*time.Second || c.Auth.KeyCacheTTL != 10*time.Second ||
 		c.Store.QueueSize != 10000 || c.Store.BatchSize != 512 || c.Store.FlushInterval != 10*time.Millisecond ||
-		c.Server.GCHeadroomBytes != 32<<20 {
+		c.Store.WriterNice != 19 || c.Server.GCHeadroomBytes != 32<<20 {
 		t.Errorf("defaults = %+v", c)
 	}
 	if len(c.Channels) != 1 {
@@ -603,6 +603,20 @@ func TestConfigDebugListenLoopbackOnly(t *testing.T) {
 
 // The example config and the built-in default agree on 32 MiB of GC headroom; the environment can set it
 // (0 turns it off) but not make it negative.
+func TestConfigWriterNice(t *testing.T) {
+	cfgCleanEnv(t)
+	t.Setenv("RELAY_STORE_WRITER_NICE", "0")
+	if cfg, err := relay.LoadConfig(repoConfig); err != nil || cfg.Store.WriterNice != 0 {
+		t.Errorf("RELAY_STORE_WRITER_NICE=0: %v", err)
+	}
+	for _, bad := range []string{"-1", "20"} {
+		t.Setenv("RELAY_STORE_WRITER_NICE", bad)
+		if _, err := relay.LoadConfig(repoConfig); err == nil || !strings.Contains(err.Error(), "store.writer_nice") {
+			t.Errorf("writer_nice %s: err = %v", bad, err)
+		}
+	}
+}
+
 func TestConfigGCHeadroom(t *testing.T) {
 	cfgCleanEnv(t)
 	cfg, err := relay.LoadConfig(repoConfig)

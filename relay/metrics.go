@@ -258,9 +258,9 @@ func breakerGauge(s breakerState) float64 {
 
 // storeCollector reads the store writer's counters once per scrape.
 type storeCollector struct {
-	st                                store.Store
-	queued, lastFlush                 *prometheus.Desc
-	written, batches, blocked, failed *prometheus.Desc
+	st                                        store.Store
+	queued, lastFlush                         *prometheus.Desc
+	written, batches, blocked, failed, raised *prometheus.Desc
 }
 
 func newStoreCollector(st store.Store) *storeCollector {
@@ -273,11 +273,12 @@ func newStoreCollector(st store.Store) *storeCollector {
 		batches:   d("relay_store_batches_total", "Transactions the store writer committed."),
 		blocked:   d("relay_store_enqueue_blocked_total", "Enqueues that waited because the write queue was full."),
 		failed:    d("relay_store_rows_failed_total", "Rows lost to a failed store transaction."),
+		raised:    d("relay_store_writer_raised_total", "Times the low-priority store writer fell behind and went back to normal priority."),
 	}
 }
 
 func (c *storeCollector) Describe(out chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.queued, c.lastFlush, c.written, c.batches, c.blocked, c.failed} {
+	for _, d := range []*prometheus.Desc{c.queued, c.lastFlush, c.written, c.batches, c.blocked, c.failed, c.raised} {
 		out <- d
 	}
 }
@@ -293,4 +294,5 @@ func (c *storeCollector) Collect(out chan<- prometheus.Metric) {
 	out <- prometheus.MustNewConstMetric(c.batches, prometheus.CounterValue, float64(s.Batches))
 	out <- prometheus.MustNewConstMetric(c.blocked, prometheus.CounterValue, float64(s.Blocked))
 	out <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(s.Failed))
+	out <- prometheus.MustNewConstMetric(c.raised, prometheus.CounterValue, float64(s.Raised))
 }

@@ -248,7 +248,8 @@ func TestMetrics(t *testing.T) {
 
 	// Store writer gauges and counters.
 	for _, name := range []string{"relay_store_queue_depth", "relay_store_last_flush_seconds", "relay_store_rows_written_total",
-		"relay_store_rows_failed_total", "relay_store_enqueue_blocked_total", "relay_store_batches_total"} {
+		"relay_store_rows_failed_total", "relay_store_enqueue_blocked_total", "relay_store_batches_total",
+		"relay_store_writer_raised_total"} {
 		if value(fams, name) < 0 {
 			t.Errorf("%s missing", name)
 		}

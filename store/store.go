@@ -114,6 +114,7 @@ type WriterStats struct {
 	Batches   int64 // transactions committed
 	Blocked   int64 // enqueues that waited because the queue was full
 	Failed    int64 // rows lost to a failed transaction (logged)
+	Raised    int64 // times a low-priority writer fell behind and went back to normal priority
 	LastFlush time.Duration
 }
 

@@ -126,7 +126,8 @@ func withStore(cfg *relay.Config, log *slog.Logger, fn func(ctx context.Context,
 
 func openStore(cfg *relay.Config, log *slog.Logger) (*sqlite.Store, error) {
 	return sqlite.Open(cfg.Store.Path, sqlite.Options{
-		QueueSize: cfg.Store.QueueSize, BatchSize: cfg.Store.BatchSize, FlushInterval: cfg.Store.FlushInterval, Logger: log,
+		QueueSize: cfg.Store.QueueSize, BatchSize: cfg.Store.BatchSize, FlushInterval: cfg.Store.FlushInterval,
+		WriterNice: cfg.Store.WriterNice, Logger: log,
 	})
 }
 

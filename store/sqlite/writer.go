@@ -3,7 +3,9 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,16 +36,21 @@ type writer struct {
 	queue chan op
 	batch int
 	every time.Duration
-	kick  chan struct{} // wakes the writer before its flush deadline
-	done  chan struct{}
+	nice  int // the writer thread's nice value (Options.WriterNice), 0 after a failure to set it
+	// behind is the queue depth at which a batch begins behind: the writer leaves low priority. calm is
+	// how long it must then keep up before it lowers its priority again.
+	behind int
+	calm   time.Duration
+	kick   chan struct{} // wakes the writer before its flush deadline
+	done   chan struct{}
 	// mu guards closed: enqueues hold it shared, close holds it exclusively, so no op is sent on a
 	// closed queue and none sent before close is lost.
 	mu      sync.RWMutex
 	closed  bool
 	closing atomic.Bool // closed, readable by the writer without mu
 
-	written, batches, blocked, failed atomic.Int64
-	lastFlush                         atomic.Int64
+	written, batches, blocked, failed, raised atomic.Int64
+	lastFlush                                 atomic.Int64
 
 	// conn is the writer's own connection and stmts its prepared statements by SQL text (both used by
 	// the writer goroutine alone, then by close), so a batch does not parse its SQL again. Multi-row
@@ -54,8 +61,9 @@ type writer struct {
 
 func newWriter(db *sql.DB, opt Options) *writer {
 	w := &writer{db: db, log: opt.Logger, queue: make(chan op, opt.QueueSize), batch: opt.BatchSize,
-		every: opt.FlushInterval, kick: make(chan struct{}, 1), done: make(chan struct{}), stmts: map[string]*sql.Stmt{}}
-	go w.run()
+		every: opt.FlushInterval, nice: opt.WriterNice, behind: max(opt.QueueSize/8, 1), calm: 500 * opt.FlushInterval,
+		kick: make(chan struct{}, 1), done: make(chan struct{}), stmts: map[string]*sql.Stmt{}}
+	go w.run(w.nice > 0, make([]op, 0, w.batch))
 	return w
 }
 
@@ -91,57 +99,114 @@ func (w *writer) kickWriter() {
 	}
 }
 
-func (w *writer) run() {
-	defer close(w.done)
-	buf := make([]op, 0, w.batch)
+// run is the writer goroutine. With a nice value set it starts at low priority (locked to a thread of
+// its own, see lowerPriority). If rows then queue faster than that thread gets the CPU to write them, it
+// hands the rows it holds to a normal-priority successor and exits, taking its thread with it; the
+// successor hands back to a new low-priority goroutine once it has kept up for a while. One writer
+// goroutine exists at a time: a predecessor touches nothing after it starts its successor.
+func (w *writer) run(low bool, buf []op) {
+	if low {
+		lowered, moved := w.lowerPriority()
+		if moved {
+			go w.run(true, buf)
+			return
+		}
+		low = lowered
+	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	keptUp := time.Now() // at normal priority: since when no batch began behind
 	for {
-		o, ok := <-w.queue // the first op of a batch: the writer's only wait on the queue
-		if !ok {
+		if len(buf) == 0 {
+			o, ok := <-w.queue // the first op after an idle spell: the writer's only wait on the queue
+			if !ok {
+				close(w.done)
+				return
+			}
+			buf = append(buf, o)
+			// The rest of the batch gathers in the queue while the writer sleeps until the flush
+			// deadline (set now, so no row waits longer than FlushInterval plus the commit before it) or
+			// until enqueue reports a full batch: one wake-up per batch, not one per row.
+			select {
+			case <-w.kick: // left over from the last batch
+			default:
+			}
+			if len(w.queue) < w.batch && !w.closing.Load() { // (the drain above may have taken close's kick)
+				timer.Reset(w.every)
+				select {
+				case <-timer.C:
+				case <-w.kick:
+					timer.Stop()
+				}
+			}
+		}
+		behind := len(w.queue) >= w.behind
+		if low && behind {
+			w.raised.Add(1)
+			go w.run(false, buf)
 			return
 		}
-		buf = append(buf[:0], o)
-		// The rest of the batch gathers in the queue while the writer sleeps until the flush deadline
-		// (set now, so no row waits longer than FlushInterval plus the commit before it) or until
-		// enqueue reports a full batch: one wake-up per batch, not one per row.
+		// One transaction: what is queued, up to a batch.
+		closed := false
+		for len(buf) < w.batch && !closed {
+			select {
+			case o, ok := <-w.queue:
+				if !ok {
+					closed = true
+					break
+				}
+				buf = append(buf, o)
+				continue
+			default:
+			}
+			break
+		}
+		w.flush(buf)
+		buf = buf[:0]
+		if closed {
+			close(w.done)
+			return
+		}
+		if !low && w.nice > 0 {
+			if behind {
+				keptUp = time.Now()
+			} else if time.Since(keptUp) >= w.calm {
+				go w.run(true, buf)
+				return
+			}
+		}
+		// Rows that queued during the commit start the next transaction at once, until the queue is empty.
 		select {
-		case <-w.kick: // left over from the last batch
+		case o, ok := <-w.queue:
+			if !ok {
+				close(w.done)
+				return
+			}
+			buf = append(buf, o)
 		default:
 		}
-		if len(w.queue) < w.batch && !w.closing.Load() { // (the drain above may have taken close's kick)
-			timer.Reset(w.every)
-			select {
-			case <-timer.C:
-			case <-w.kick:
-				timer.Stop()
-			}
-		}
-		// Take what is queued, a batch per transaction, until the queue is empty.
-		closed := false
-		for {
-			for len(buf) < w.batch && !closed {
-				select {
-				case o, ok := <-w.queue:
-					if !ok {
-						closed = true
-						break
-					}
-					buf = append(buf, o)
-					continue
-				default:
-				}
-				break
-			}
-			w.flush(buf)
-			buf = buf[:0]
-			if closed || len(w.queue) == 0 {
-				break
-			}
-		}
-		if closed {
-			return
-		}
+	}
+}
+
+// errMainThread is lowerThreadPriority's refusal of the process's main thread.
+var errMainThread = errors.New("the main thread keeps its priority")
+
+// lowerPriority locks the goroutine to its thread and lowers the thread's priority to w.nice, for good
+// (see lowerThreadPriority). Where that fails the writer stays at normal priority and does not try again.
+// On the main thread it reports moved: the caller starts its successor and exits still locked, which
+// parks the main thread for good (the runtime's rule for it), so the successor runs on another thread.
+func (w *writer) lowerPriority() (lowered, moved bool) {
+	runtime.LockOSThread()
+	switch err := lowerThreadPriority(w.nice); {
+	case err == nil:
+		return true, false
+	case errors.Is(err, errMainThread):
+		return false, true
+	default:
+		runtime.UnlockOSThread()
+		w.log.Warn("store writer: runs at normal priority", "nice", w.nice, "err", err)
+		w.nice = 0
+		return false, false
 	}
 }
 
@@ -283,7 +348,7 @@ func (w *writer) close() {
 func (w *writer) stats() store.WriterStats {
 	return store.WriterStats{
 		Queued: int64(len(w.queue)), Written: w.written.Load(), Batches: w.batches.Load(),
-		Blocked: w.blocked.Load(), Failed: w.failed.Load(), LastFlush: time.Duration(w.lastFlush.Load()),
+		Blocked: w.blocked.Load(), Failed: w.failed.Load(), Raised: w.raised.Load(), LastFlush: time.Duration(w.lastFlush.Load()),
 	}
 }
 
