@@ -188,8 +188,11 @@ func (w *writer) run(low bool, buf []op) {
 	}
 }
 
-// errMainThread is lowerThreadPriority's refusal of the process's main thread.
-var errMainThread = errors.New("the main thread keeps its priority")
+// lowerThreadPriority's refusals: the process's main thread, and any thread off Linux.
+var (
+	errMainThread = errors.New("the main thread keeps its priority")
+	errNotLinux   = errors.New("a thread's priority is only lowered on Linux")
+)
 
 // lowerPriority locks the goroutine to its thread and lowers the thread's priority to w.nice, for good
 // (see lowerThreadPriority). Where that fails the writer stays at normal priority and does not try again.
@@ -204,7 +207,11 @@ func (w *writer) lowerPriority() (lowered, moved bool) {
 		return false, true
 	default:
 		runtime.UnlockOSThread()
-		w.log.Warn("store writer: runs at normal priority", "nice", w.nice, "err", err)
+		level := slog.LevelWarn
+		if errors.Is(err, errNotLinux) { // expected there, with the default config
+			level = slog.LevelInfo
+		}
+		w.log.Log(context.Background(), level, "store writer: runs at normal priority", "nice", w.nice, "err", err)
 		w.nice = 0
 		return false, false
 	}
