@@ -125,17 +125,11 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.dir, err = os.MkdirTemp("", "relaybench-"); err != nil {
 		return err
 	}
-	bin := b.cfg.relayBin
-	if bin == "" {
-		b.logf("building relay (go build ./cmd/relay)")
-		if bin, err = buildRelay(ctx, b.dir); err != nil {
-			return err
-		}
+	bin, err := relayBinary(ctx, b.cfg.relayBin, b.dir, b.logf)
+	if err != nil {
+		return err
 	}
-	b.machine = machineInfo(bin)
-	if b.machine.RelayRev == "" && b.cfg.relayBin == "" {
-		b.machine.RelayRev = gitRevision(ctx) // GOFLAGS=-buildvcs=false leaves it out of the binary
-	}
+	b.machine = relayMachine(ctx, bin, b.cfg.relayBin == "")
 	if b.mock, err = startHelper("mock", b.dir, "mock", b.cfg.mock.args()...); err != nil {
 		return err
 	}
@@ -173,6 +167,25 @@ func (b *bench) setup(ctx context.Context) error {
 		"mock-hunyuan": strconv.Itoa(b.hunyuan.pid()),
 	}
 	return nil
+}
+
+// relayBinary is the relay binary to measure: given, or built into dir from the checkout.
+func relayBinary(ctx context.Context, given, dir string, logf func(string, ...any)) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	logf("building relay (go build ./cmd/relay)")
+	return buildRelay(ctx, dir)
+}
+
+// relayMachine is machineInfo, with the checkout's revision when the harness built the relay itself
+// and the binary does not carry it (GOFLAGS=-buildvcs=false leaves it out).
+func relayMachine(ctx context.Context, bin string, built bool) machine {
+	m := machineInfo(bin)
+	if m.RelayRev == "" && built {
+		m.RelayRev = gitRevision(ctx)
+	}
+	return m
 }
 
 // teardown stops the children (relay first, so it drains its log rows) and removes the temp dir.

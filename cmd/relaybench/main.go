@@ -7,6 +7,9 @@
 //	go run ./cmd/relaybench            # full run
 //	go run ./cmd/relaybench -quick     # CI smoke test, well under a minute once the relay is built
 //
+//	go run ./cmd/relaybench pair -variant nice0:RELAY_STORE_WRITER_NICE=0 -variant nice19:RELAY_STORE_WRITER_NICE=19
+//	                                    # paired comparison of relay settings at the tail (see pair.go)
+//
 // `relaybench mock`, `relaybench mock-hunyuan` and `relaybench floor` are the child processes it starts;
 // they are not meant to be run by hand, but may be (for pprof or curl experiments).
 package main
@@ -44,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return runHunyuanMock(args[1:], stdout)
 		case "floor":
 			return runFloor(args[1:], stdout)
+		case "pair":
+			return runPair(args[1:], stdout, stderr)
 		}
 	}
 	cfg, err := parseFlags(args, stderr)

@@ -236,6 +236,11 @@ func (b *bench) fmtErrors(c cell, lane string) string {
 			first = s.firstErr
 		}
 	}
+	return fmtErrorCount(errs, total, first)
+}
+
+// fmtErrorCount is "failed/total", with the first error when any failed (a table cell: no '|').
+func fmtErrorCount(errs, total int, first string) string {
 	if errs == 0 {
 		return fmt.Sprintf("0/%d", total)
 	}

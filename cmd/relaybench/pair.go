@@ -1,0 +1,491 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// `relaybench pair` compares relay variants (environments) with each other and with the floor at the
+// tail. The main harness alternates lanes in runs of thousands of requests, a minute or more per round;
+// on a shared two-core box the machine's noise drifts on that scale by more than the tens of µs at p99
+// that a setting changes. Here every lane gets many short blocks (500 requests by default), rotated so
+// each lane follows each other lane equally often, so drift hits all lanes alike and the difference
+// between two settings shows.
+
+// variant is one relay process of a pair run: a label and what it adds to the relay's environment.
+type variant struct {
+	label string
+	env   envList
+}
+
+// variantList is the repeatable -variant flag: "label" or "label:NAME=VALUE,NAME=VALUE".
+type variantList []variant
+
+func (v *variantList) String() string {
+	var parts []string
+	for _, x := range *v {
+		parts = append(parts, x.label)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (v *variantList) Set(s string) error {
+	label, envs, _ := strings.Cut(s, ":")
+	if !validLabel(label) {
+		return fmt.Errorf("variant %q: the label must be letters, digits, '.', '_' or '-'", s)
+	}
+	if label == "direct" || label == "floor" {
+		return fmt.Errorf("variant %q: %q names a built-in lane", s, label)
+	}
+	for _, x := range *v {
+		if x.label == label {
+			return fmt.Errorf("variant %q: label %q given twice", s, label)
+		}
+	}
+	nv := variant{label: label}
+	if envs != "" {
+		for _, kv := range strings.Split(envs, ",") {
+			if err := nv.env.Set(kv); err != nil {
+				return fmt.Errorf("variant %q: %w", s, err)
+			}
+		}
+	}
+	*v = append(*v, nv)
+	return nil
+}
+
+func validLabel(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// pairConfig is `relaybench pair`'s configuration (see parsePairFlags).
+type pairConfig struct {
+	variants    variantList
+	runs        int
+	blocks      int
+	block       int
+	conc        int
+	warmup      int
+	gap         time.Duration
+	stream      bool
+	out         string
+	relayBin    string
+	keep        bool
+	mock        mockOptions
+	commandLine string
+}
+
+func parsePairFlags(args []string, stderr io.Writer) (pairConfig, error) {
+	var cfg pairConfig
+	fs := flag.NewFlagSet("relaybench pair", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Var(&cfg.variants, "variant", `a relay to measure, "label" or "label:NAME=VALUE,NAME=VALUE" (its environment, e.g. `+
+		`nice0:RELAY_STORE_WRITER_NICE=0); repeatable, one relay process each; default one relay as configured`)
+	fs.IntVar(&cfg.runs, "runs", 4, "runs; the report gives each figure's median and range across runs")
+	fs.IntVar(&cfg.blocks, "blocks", 10, "blocks per lane per run")
+	fs.IntVar(&cfg.block, "block", 500, "requests per block")
+	fs.IntVar(&cfg.conc, "concurrency", 1, "concurrent requests within a block")
+	fs.IntVar(&cfg.warmup, "warmup", 300, "warm-up requests per lane")
+	fs.DurationVar(&cfg.gap, "gap", 30*time.Millisecond, "pause after each block, so a relay's batched log writes land in its own block (10 ms flush)")
+	fs.BoolVar(&cfg.stream, "stream", false, "stream requests (figures for the whole stream and for the first event)")
+	fs.StringVar(&cfg.out, "out", "", `directory for <date>-pair.md ("" writes no file)`)
+	fs.StringVar(&cfg.relayBin, "relay-bin", "", "relay binary (default: go build ./cmd/relay into a temp dir)")
+	fs.BoolVar(&cfg.keep, "keep", false, "keep the temp dir (configs, SQLite files, child logs)")
+	cfg.mock.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	case cfg.runs < 1 || cfg.blocks < 1 || cfg.block < 1 || cfg.conc < 1 || cfg.warmup < 0:
+		return cfg, errors.New("-runs, -blocks, -block and -concurrency must be at least 1, -warmup at least 0")
+	case cfg.gap < 0:
+		return cfg, errors.New("-gap must not be negative")
+	case cfg.mock.Fail < 0 || cfg.mock.Fail > 1:
+		return cfg, errors.New("-fail must be between 0 and 1")
+	case cfg.mock.Chunks < 1:
+		return cfg, errors.New("-chunks must be at least 1")
+	}
+	if len(cfg.variants) == 0 {
+		cfg.variants = variantList{{label: "relay"}}
+	}
+	cfg.commandLine = strings.Join(append([]string{"relaybench", "pair"}, args...), " ")
+	return cfg, nil
+}
+
+// pairLane is one lane of a pair run and its samples of the current run.
+type pairLane struct {
+	target
+	proc  *proc // the process whose CPU is charged to the lane (nil for direct)
+	env   envList
+	res   loadResult
+	cpu   float64 // CPU seconds of proc during the lane's blocks
+	stats []pairStats
+}
+
+// pairStats is one lane's figures in one run.
+type pairStats struct {
+	n, errs             int
+	firstErr            string
+	p50, p90, p99, p999 float64 // µs, whole answer
+	ttfb50, ttfb99      float64 // µs, streams
+	cpuPer1k            float64 // CPU seconds per 1,000 requests (NaN for direct)
+	// Differences in the same run: against the floor and against the first variant.
+	p50VsFloor, p99VsFloor, p99VsFirst          float64
+	ttfb50VsFloor, ttfb99VsFloor, ttfb99VsFirst float64
+}
+
+// pairBench is one `relaybench pair` run.
+type pairBench struct {
+	cfg     pairConfig
+	log     io.Writer
+	dir     string
+	procs   []*proc
+	lanes   []*pairLane
+	machine machine
+	started time.Time
+	elapsed time.Duration
+	loadAvg [2]string
+}
+
+func runPair(args []string, stdout, stderr io.Writer) error {
+	cfg, err := parsePairFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	b := &pairBench{cfg: cfg, log: stderr}
+	defer b.teardown()
+	if err := b.setup(ctx); err != nil {
+		return err
+	}
+	if err := b.run(ctx); err != nil {
+		return err
+	}
+	date := time.Now().Format("2006-01-02")
+	md := b.report(date)
+	fmt.Fprint(stdout, md)
+	if cfg.out == "" {
+		return nil
+	}
+	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(cfg.out, date+"-pair.md")
+	if err := os.WriteFile(path, []byte(md), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "relaybench pair: wrote %s\n", path)
+	return nil
+}
+
+func (b *pairBench) logf(format string, args ...any) {
+	fmt.Fprintf(b.log, "relaybench pair: "+format+"\n", args...)
+}
+
+// setup starts the mock, the floor and one relay per variant (each with its own config and SQLite file).
+func (b *pairBench) setup(ctx context.Context) error {
+	var err error
+	if b.dir, err = os.MkdirTemp("", "relaybench-pair-"); err != nil {
+		return err
+	}
+	bin, err := relayBinary(ctx, b.cfg.relayBin, b.dir, b.logf)
+	if err != nil {
+		return err
+	}
+	b.machine = relayMachine(ctx, bin, b.cfg.relayBin == "")
+	mock, err := startHelper("mock", b.dir, "mock", b.cfg.mock.args()...)
+	if err != nil {
+		return err
+	}
+	b.procs = append(b.procs, mock)
+	floor, err := startHelper("floor", b.dir, "floor", "-upstream", mock.url)
+	if err != nil {
+		return err
+	}
+	b.procs = append(b.procs, floor)
+	const path = "/v1/chat/completions"
+	b.lanes = []*pairLane{
+		{target: target{name: "direct", url: mock.url + path, key: "sk-mock", model: mockModel}},
+		{target: target{name: "floor", url: floor.url + path, key: "sk-mock", model: mockModel}, proc: floor},
+	}
+	for _, v := range b.cfg.variants {
+		dir := filepath.Join(b.dir, v.label)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		// Every channel of the relay's config points at the one mock; only the OpenAI one is used here.
+		p, key, err := startRelay(ctx, bin, dir, "", v.env, mock.url, mock.url, mock.url)
+		if err != nil {
+			return fmt.Errorf("variant %s: %w", v.label, err)
+		}
+		b.procs = append(b.procs, p)
+		b.lanes = append(b.lanes, &pairLane{target: target{name: v.label, url: p.url + path, key: key, model: mockModel}, proc: p, env: v.env})
+	}
+	return nil
+}
+
+// teardown stops the relays first (so they drain their log rows), then the floor and the mock.
+func (b *pairBench) teardown() {
+	for i := len(b.procs) - 1; i >= 0; i-- {
+		b.procs[i].stop()
+	}
+	if b.dir == "" {
+		return
+	}
+	if b.cfg.keep {
+		b.logf("kept %s", b.dir)
+		return
+	}
+	os.RemoveAll(b.dir)
+}
+
+// run warms every lane up, then measures the runs: in block k of a run the lanes go in the order
+// rotated by k, so over the run each lane follows every other lane equally often.
+func (b *pairBench) run(ctx context.Context) error {
+	b.started = time.Now()
+	b.loadAvg[0] = loadAvg()
+	defer func() { b.elapsed, b.loadAvg[1] = time.Since(b.started), loadAvg() }()
+	client := newClient(b.cfg.conc + 8)
+	defer client.CloseIdleConnections()
+	body := chatBody(mockModel, b.cfg.stream)
+	spec := func(n int) loadSpec {
+		return loadSpec{stream: b.cfg.stream, conc: b.cfg.conc, n: n, max: 10 * time.Minute, body: body}
+	}
+	for _, l := range b.lanes {
+		if b.cfg.warmup == 0 {
+			break
+		}
+		if r := runLoad(ctx, client, l.target, spec(b.cfg.warmup)); r.ok == 0 {
+			return fmt.Errorf("warm-up on %s failed: %s", l.name, r.firstErr)
+		}
+	}
+	time.Sleep(b.cfg.gap)
+	for run := 1; run <= b.cfg.runs; run++ {
+		for _, l := range b.lanes {
+			l.res, l.cpu = loadResult{}, 0
+		}
+		for k := 0; k < b.cfg.blocks; k++ {
+			for j := range b.lanes {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				l := b.lanes[(k+j)%len(b.lanes)]
+				cpu0 := procCPU(l.proc)
+				r := runLoad(ctx, client, l.target, spec(b.cfg.block))
+				time.Sleep(b.cfg.gap)
+				l.cpu += procCPU(l.proc) - cpu0
+				l.res.merge(&r)
+			}
+		}
+		b.finishRun()
+		line := fmt.Sprintf("run %d/%d", run, b.cfg.runs)
+		for _, l := range b.lanes {
+			s := l.stats[len(l.stats)-1]
+			line += fmt.Sprintf("  %s p50 %s p99 %s", l.name, fmtMicros(s.p50), fmtMicros(s.p99))
+			if s.errs > 0 {
+				line += fmt.Sprintf(" (%d errors: %s)", s.errs, s.firstErr)
+			}
+		}
+		b.logf("%s", line)
+	}
+	return nil
+}
+
+// procCPU is p's CPU seconds so far (0 for no process or when /proc cannot tell).
+func procCPU(p *proc) float64 {
+	if p == nil {
+		return 0
+	}
+	v, err := cpuSeconds(strconv.Itoa(p.pid()))
+	if err != nil {
+		return 0
+	}
+	return v
+}
+
+// finishRun reduces the run's samples of every lane to its figures, differences included.
+func (b *pairBench) finishRun() {
+	for _, l := range b.lanes {
+		slices.Sort(l.res.lat)
+		slices.Sort(l.res.ttfb)
+		q := func(xs []time.Duration, p float64) float64 {
+			if len(xs) == 0 {
+				return nan
+			}
+			return micros(percentile(xs, p))
+		}
+		s := pairStats{n: l.res.ok, errs: l.res.errs, firstErr: l.res.firstErr, cpuPer1k: nan,
+			p50: q(l.res.lat, 50), p90: q(l.res.lat, 90), p99: q(l.res.lat, 99), p999: q(l.res.lat, 99.9),
+			ttfb50: q(l.res.ttfb, 50), ttfb99: q(l.res.ttfb, 99)}
+		if l.proc != nil && l.res.ok > 0 {
+			s.cpuPer1k = l.cpu / float64(l.res.ok) * 1000
+		}
+		l.stats = append(l.stats, s)
+	}
+	last := func(l *pairLane) *pairStats { return &l.stats[len(l.stats)-1] }
+	floor, first := last(b.lanes[1]), last(b.lanes[2])
+	for _, l := range b.lanes {
+		s := last(l)
+		s.p50VsFloor, s.p99VsFloor = s.p50-floor.p50, s.p99-floor.p99
+		s.ttfb50VsFloor, s.ttfb99VsFloor = s.ttfb50-floor.ttfb50, s.ttfb99-floor.ttfb99
+		s.p99VsFirst, s.ttfb99VsFirst = s.p99-first.p99, s.ttfb99-first.ttfb99
+	}
+}
+
+var nan = math.NaN()
+
+// report renders the pair run as Markdown: setup, then every figure's median across runs with its range.
+func (b *pairBench) report(date string) string {
+	var w strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&w, format+"\n", args...) }
+	m, c, o := b.machine, b.cfg, b.cfg.mock
+	mode := "non-stream"
+	if c.stream {
+		mode = fmt.Sprintf("stream (%d chunks, include_usage)", o.Chunks)
+	}
+	p("# relay paired comparison, %s", date)
+	p("")
+	p("| | |")
+	p("|---|---|")
+	p("| Machine | %d CPUs (runtime.NumCPU), %s, %s RAM |", m.CPUs, m.CPUModel, m.MemTotal)
+	p("| Kernel | %s |", m.Kernel)
+	p("| Go | harness %s, relay %s |", m.GoHarn, orDash(m.GoRelay))
+	p("| Relay revision | %s |", orDash(m.RelayRev))
+	p("| Command | `%s` |", c.commandLine)
+	p("| Requests | %s, concurrency %d; mock: %v between chunks, %d-byte answer, %.0f%% injected failures |",
+		mode, c.conc, o.Delay, o.Size, o.Fail*100)
+	var vs []string
+	for _, l := range b.lanes[2:] {
+		env := "as configured"
+		if len(l.env) > 0 {
+			env = "`" + l.env.String() + "`"
+		}
+		vs = append(vs, fmt.Sprintf("**%s**: %s", l.name, env))
+	}
+	p("| Relays | %s; each its own process and fresh SQLite request log (always on), one `openai` channel to the mock |", strings.Join(vs, "; "))
+	p("| Design | %d runs × %d blocks of %d requests per lane (warm-up %d); block k of a run takes the lanes in order rotated by k; %v pause after each block |",
+		c.runs, c.blocks, c.block, c.warmup, c.gap)
+	p("| Duration | %s; load average %s at start, %s at end |", b.elapsed.Round(time.Second), b.loadAvg[0], b.loadAvg[1])
+	p("")
+	p("Figures are medians across runs, `[min–max]` the range of single runs; each run's percentile is over all its blocks. "+
+		"*− floor* and *− %s* are differences within the same run. CPU is utime+stime from /proc/<pid>/stat over the lane's blocks and the pauses after them.",
+		b.lanes[2].name)
+	p("")
+	firstName := b.lanes[2].name
+	figure := func(l *pairLane, get func(pairStats) float64, format func(float64) string) string {
+		var xs []float64
+		for _, s := range l.stats {
+			if v := get(s); !math.IsNaN(v) {
+				xs = append(xs, v)
+			}
+		}
+		return fmtSpreadWith(xs, format)
+	}
+	lower := func(l *pairLane, get func(pairStats) float64) string {
+		if l == b.lanes[2] || l.proc == nil || l.name == "floor" {
+			return "—"
+		}
+		n := 0
+		for _, s := range l.stats {
+			if get(s) < 0 {
+				n++
+			}
+		}
+		return fmt.Sprintf("%d of %d", n, len(l.stats))
+	}
+	title := "Latency"
+	if c.stream {
+		title = "Whole stream"
+	}
+	p("## %s", title)
+	p("")
+	// The columns against the first variant only when there is a second one.
+	versus := func(cols ...string) string {
+		if len(b.lanes) < 4 {
+			return ""
+		}
+		return " " + strings.Join(cols, " | ") + " |"
+	}
+	p("| lane | p50 | p90 | p99 | p99.9 | − floor p50 | − floor p99 |%s proxy CPU s/1k req | errors |",
+		versus("p99 − "+firstName, "runs with lower p99 than "+firstName))
+	p("|---|---:|---:|---:|---:|---:|---:|%s---:|---:|", versus("---:", "---:"))
+	for _, l := range b.lanes {
+		vsFloor, vsFirst := "—", "—"
+		if l.name != "floor" && l.name != "direct" {
+			vsFloor = figure(l, func(s pairStats) float64 { return s.p99VsFloor }, fmtSigned)
+		}
+		if l.proc != nil && l.name != "floor" && l != b.lanes[2] {
+			vsFirst = figure(l, func(s pairStats) float64 { return s.p99VsFirst }, fmtSigned)
+		}
+		p50Floor := "—"
+		if l.name != "floor" && l.name != "direct" {
+			p50Floor = figure(l, func(s pairStats) float64 { return s.p50VsFloor }, fmtSigned)
+		}
+		p("| %s | %s | %s | %s | %s | %s | %s |%s %s | %s |", l.name,
+			figure(l, func(s pairStats) float64 { return s.p50 }, fmtMicros),
+			figure(l, func(s pairStats) float64 { return s.p90 }, fmtMicros),
+			figure(l, func(s pairStats) float64 { return s.p99 }, fmtMicros),
+			figure(l, func(s pairStats) float64 { return s.p999 }, fmtMicros),
+			p50Floor, vsFloor, versus(vsFirst, lower(l, func(s pairStats) float64 { return s.p99VsFirst })),
+			figure(l, func(s pairStats) float64 { return s.cpuPer1k }, fmtCPU), pairErrors(l))
+	}
+	p("")
+	if c.stream {
+		p("## Time to the first event")
+		p("")
+		p("| lane | TTFB p50 | TTFB p99 | − floor TTFB p50 | − floor TTFB p99 |%s", versus("TTFB p99 − "+firstName, "runs with lower TTFB p99 than "+firstName))
+		p("|---|---:|---:|---:|---:|%s", versus("---:", "---:"))
+		for _, l := range b.lanes {
+			vs50, vs99, vsFirst := "—", "—", "—"
+			if l.name != "floor" && l.name != "direct" {
+				vs50 = figure(l, func(s pairStats) float64 { return s.ttfb50VsFloor }, fmtSigned)
+				vs99 = figure(l, func(s pairStats) float64 { return s.ttfb99VsFloor }, fmtSigned)
+				if l != b.lanes[2] {
+					vsFirst = figure(l, func(s pairStats) float64 { return s.ttfb99VsFirst }, fmtSigned)
+				}
+			}
+			p("| %s | %s | %s | %s | %s |%s", l.name,
+				figure(l, func(s pairStats) float64 { return s.ttfb50 }, fmtMicros),
+				figure(l, func(s pairStats) float64 { return s.ttfb99 }, fmtMicros),
+				vs50, vs99, versus(vsFirst, lower(l, func(s pairStats) float64 { return s.ttfb99VsFirst })))
+		}
+		p("")
+	}
+	return w.String()
+}
+
+// pairErrors is the lane's failed requests over all runs, with the first error.
+func pairErrors(l *pairLane) string {
+	errs, total, first := 0, 0, ""
+	for _, s := range l.stats {
+		errs += s.errs
+		total += s.n + s.errs
+		if first == "" {
+			first = s.firstErr
+		}
+	}
+	return fmtErrorCount(errs, total, first)
+}

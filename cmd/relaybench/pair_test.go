@@ -1,0 +1,75 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestVariantFlag(t *testing.T) {
+	var v variantList
+	for _, s := range []string{"base", "nice0:RELAY_STORE_WRITER_NICE=0", "two:A=1,B=x=y"} {
+		if err := v.Set(s); err != nil {
+			t.Fatalf("Set(%q): %v", s, err)
+		}
+	}
+	if len(v) != 3 || v[0].label != "base" || len(v[0].env) != 0 ||
+		v[1].env.String() != "RELAY_STORE_WRITER_NICE=0" || v[2].env.String() != "A=1 B=x=y" {
+		t.Errorf("parsed %+v", v)
+	}
+	for _, bad := range []string{"", ":A=1", "base", "floor", "direct", "has space", "x:NOEQUALS", "y:=1", "z:A=1,"} {
+		if err := v.Set(bad); err == nil {
+			t.Errorf("Set(%q): want an error", bad)
+		}
+	}
+	if _, err := parsePairFlags([]string{"-block", "0"}, os.Stderr); err == nil {
+		t.Error("-block 0: want an error")
+	}
+	cfg, err := parsePairFlags(nil, os.Stderr)
+	if err != nil || len(cfg.variants) != 1 || cfg.variants[0].label != "relay" {
+		t.Errorf("defaults: %+v, %v", cfg.variants, err)
+	}
+}
+
+// TestPairSmoke builds the relay and runs a tiny paired comparison of two variants end to end.
+func TestPairSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the relay; skipped with -short")
+	}
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("needs /proc")
+	}
+	var stdout, stderr bytes.Buffer
+	args := []string{"-variant", "a", "-variant", "b:RELAY_STORE_FLUSH_INTERVAL=20ms", "-runs", "2", "-blocks", "2",
+		"-block", "15", "-warmup", "5", "-gap", "5ms", "-stream", "-out", t.TempDir()}
+	if err := runPair(args, &stdout, &stderr); err != nil {
+		t.Fatalf("pair: %v\n%s", err, stderr.String())
+	}
+	md := stdout.String()
+	for _, want := range []string{"| direct |", "| floor |", "| a |", "| b |", "## Time to the first event",
+		"**b**: `RELAY_STORE_FLUSH_INTERVAL=20ms`", "| 0/60 |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Count(md, "| 0/60 |") != 4 {
+		t.Errorf("want 60 requests and no errors on each of the 4 lanes:\n%s", md)
+	}
+	if strings.Contains(md, "%!") || strings.Contains(md, "NaN") {
+		t.Errorf("report has a formatting error:\n%s", md)
+	}
+}
+
+// TestPairVariantEnv shows that a variant's environment reaches its relay: a value the relay refuses
+// stops the run, naming the variant.
+func TestPairVariantEnv(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the relay; skipped with -short")
+	}
+	var stdout, stderr bytes.Buffer
+	err := runPair([]string{"-variant", "ok", "-variant", "bad:RELAY_STORE_WRITER_NICE=99", "-runs", "1", "-blocks", "1", "-block", "1", "-warmup", "0"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "variant bad") || !strings.Contains(err.Error(), "writer_nice") {
+		t.Fatalf("want the bad variant's start to fail on writer_nice, got %v", err)
+	}
+}
