@@ -110,16 +110,31 @@ func serveChild(addr string, h http.Handler, stdout io.Writer) error {
 	}
 	srv := &http.Server{Handler: h, IdleTimeout: 2 * time.Minute, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(stdout, "listening http://%s\n", ln.Addr())
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	stop := onSignal(func() { srv.Close() })
 	defer stop()
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
 	if err := srv.Serve(ln); err != http.ErrServerClosed {
 		return err
 	}
 	return nil
+}
+
+// onSignal calls f on SIGTERM or SIGINT, the way the harness stops its children; the returned stop ends
+// the watch.
+func onSignal(f func()) (stop func()) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sig:
+			f()
+		case <-done:
+		}
+	}()
+	return func() {
+		signal.Stop(sig)
+		close(done)
+	}
 }
 
 // loopbackDialer refuses any address that is not loopback: the benchmark must never send traffic

@@ -47,6 +47,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return runHunyuanMock(args[1:], stdout)
 		case "floor":
 			return runFloor(args[1:], stdout)
+		case "floor-bare":
+			return runBareFloor(args[1:], stdout)
+		case "floor-bare-client":
+			return runBareClientFloor(args[1:], stdout)
 		case "pair":
 			return runPair(args[1:], stdout, stderr)
 		}
@@ -55,34 +59,48 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	name := "%s.md"
+	if cfg.quick {
+		name = "%s-quick.md" // a smoke run must not overwrite the day's real numbers
+	}
+	return measure(&bench{cfg: cfg, log: stderr}, cfg.out, name, stdout)
+}
+
+// harness is one kind of measurement: the main benchmark or a pair run.
+type harness interface {
+	setup(ctx context.Context) error
+	run(ctx context.Context) error
+	report(date string) string
+	teardown()
+	logf(format string, args ...any)
+}
+
+// measure sets h up, runs it until done or interrupted, tears it down, prints its report and, unless
+// out is "", writes it to out/name (name has a %s for the date).
+func measure(h harness, out, name string, stdout io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	b := &bench{cfg: cfg, log: stderr}
-	defer b.teardown()
-	if err := b.setup(ctx); err != nil {
+	defer h.teardown()
+	if err := h.setup(ctx); err != nil {
 		return err
 	}
-	if err := b.run(ctx); err != nil {
+	if err := h.run(ctx); err != nil {
 		return err
 	}
 	date := time.Now().Format("2006-01-02")
-	md := b.report(date)
+	md := h.report(date)
 	fmt.Fprint(stdout, md)
-	if cfg.out == "" {
+	if out == "" {
 		return nil
 	}
-	name := date + ".md"
-	if cfg.quick {
-		name = date + "-quick.md" // a smoke run must not overwrite the day's real numbers
-	}
-	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
+	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
-	path := filepath.Join(cfg.out, name)
+	path := filepath.Join(out, fmt.Sprintf(name, date))
 	if err := os.WriteFile(path, []byte(md), 0o644); err != nil {
 		return err
 	}
-	b.logf("wrote %s", path)
+	h.logf("wrote %s", path)
 	return nil
 }
 

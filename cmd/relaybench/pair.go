@@ -8,12 +8,10 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -46,7 +44,7 @@ func (v *variantList) Set(s string) error {
 	if !validLabel(label) {
 		return fmt.Errorf("variant %q: the label must be letters, digits, '.', '_' or '-'", s)
 	}
-	if label == "direct" || label == "floor" {
+	if label == "direct" || label == "floor" || label == "floor-bare" || label == "floor-bare-client" {
 		return fmt.Errorf("variant %q: %q names a built-in lane", s, label)
 	}
 	for _, x := range *v {
@@ -88,6 +86,7 @@ type pairConfig struct {
 	warmup      int
 	gap         time.Duration
 	stream      bool
+	bare        bool
 	out         string
 	relayBin    string
 	keep        bool
@@ -108,7 +107,9 @@ func parsePairFlags(args []string, stderr io.Writer) (pairConfig, error) {
 	fs.IntVar(&cfg.warmup, "warmup", 300, "warm-up requests per lane")
 	fs.DurationVar(&cfg.gap, "gap", 30*time.Millisecond, "pause after each block, so a relay's batched log writes land in its own block (10 ms flush)")
 	fs.BoolVar(&cfg.stream, "stream", false, "stream requests (figures for the whole stream and for the first event)")
-	fs.StringVar(&cfg.out, "out", "", `directory for <date>-pair.md ("" writes no file)`)
+	fs.BoolVar(&cfg.bare, "bare", false, "also measure two bare floors (see barefloor.go): one without net/http, one with net/http's server "+
+		"and the upstream exchange in the handler instead of http.Transport; non-stream only")
+	fs.StringVar(&cfg.out, "out", "", `directory for <date>-pair.md or, with -stream, <date>-pair-stream.md ("" writes no file)`)
 	fs.StringVar(&cfg.relayBin, "relay-bin", "", "relay binary (default: go build ./cmd/relay into a temp dir)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the temp dir (configs, SQLite files, child logs)")
 	cfg.mock.register(fs)
@@ -120,6 +121,8 @@ func parsePairFlags(args []string, stderr io.Writer) (pairConfig, error) {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	case cfg.runs < 1 || cfg.blocks < 1 || cfg.block < 1 || cfg.conc < 1 || cfg.warmup < 0:
 		return cfg, errors.New("-runs, -blocks, -block and -concurrency must be at least 1, -warmup at least 0")
+	case cfg.bare && cfg.stream:
+		return cfg, errors.New("-bare floors read Content-Length answers only: not with -stream")
 	case cfg.gap < 0:
 		return cfg, errors.New("-gap must not be negative")
 	case cfg.mock.Fail < 0 || cfg.mock.Fail > 1:
@@ -137,6 +140,7 @@ func parsePairFlags(args []string, stderr io.Writer) (pairConfig, error) {
 // pairLane is one lane of a pair run and its samples of the current run.
 type pairLane struct {
 	target
+	relay bool  // one of the -variant relays (not direct or a floor)
 	proc  *proc // the process whose CPU is charged to the lane (nil for direct)
 	env   envList
 	res   loadResult
@@ -151,9 +155,6 @@ type pairStats struct {
 	p50, p90, p99, p999 float64 // µs, whole answer
 	ttfb50, ttfb99      float64 // µs, streams
 	cpuPer1k            float64 // CPU seconds per 1,000 requests (NaN for direct)
-	// Differences in the same run: against the floor and against the first variant.
-	p50VsFloor, p99VsFloor, p99VsFirst          float64
-	ttfb50VsFloor, ttfb99VsFloor, ttfb99VsFirst float64
 }
 
 // pairBench is one `relaybench pair` run.
@@ -162,7 +163,10 @@ type pairBench struct {
 	log     io.Writer
 	dir     string
 	procs   []*proc
-	lanes   []*pairLane
+	lanes   []*pairLane // direct, floor, the bare floors (with -bare), then the variants
+	direct  *pairLane
+	floor   *pairLane
+	first   *pairLane // the first variant: the others are compared with it
 	machine machine
 	started time.Time
 	elapsed time.Duration
@@ -174,31 +178,11 @@ func runPair(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	b := &pairBench{cfg: cfg, log: stderr}
-	defer b.teardown()
-	if err := b.setup(ctx); err != nil {
-		return err
+	name := "%s-pair.md"
+	if cfg.stream {
+		name = "%s-pair-stream.md"
 	}
-	if err := b.run(ctx); err != nil {
-		return err
-	}
-	date := time.Now().Format("2006-01-02")
-	md := b.report(date)
-	fmt.Fprint(stdout, md)
-	if cfg.out == "" {
-		return nil
-	}
-	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
-		return err
-	}
-	path := filepath.Join(cfg.out, date+"-pair.md")
-	if err := os.WriteFile(path, []byte(md), 0o644); err != nil {
-		return err
-	}
-	fmt.Fprintf(stderr, "relaybench pair: wrote %s\n", path)
-	return nil
+	return measure(&pairBench{cfg: cfg, log: stderr}, cfg.out, name, stdout)
 }
 
 func (b *pairBench) logf(format string, args ...any) {
@@ -227,12 +211,21 @@ func (b *pairBench) setup(ctx context.Context) error {
 	}
 	b.procs = append(b.procs, floor)
 	const path = "/v1/chat/completions"
-	b.lanes = []*pairLane{
-		{target: target{name: "direct", url: mock.url + path, key: "sk-mock", model: mockModel}},
-		{target: target{name: "floor", url: floor.url + path, key: "sk-mock", model: mockModel}, proc: floor},
+	b.direct = &pairLane{target: target{name: "direct", url: mock.url + path, key: "sk-mock", model: mockModel}}
+	b.floor = &pairLane{target: target{name: "floor", url: floor.url + path, key: "sk-mock", model: mockModel}, proc: floor}
+	b.lanes = []*pairLane{b.direct, b.floor}
+	if b.cfg.bare {
+		for _, role := range []string{"floor-bare", "floor-bare-client"} {
+			p, err := startHelper(role, b.dir, role, "-upstream", mock.url)
+			if err != nil {
+				return err
+			}
+			b.procs = append(b.procs, p)
+			b.lanes = append(b.lanes, &pairLane{target: target{name: role, url: p.url + path, key: "sk-mock", model: mockModel}, proc: p})
+		}
 	}
 	for _, v := range b.cfg.variants {
-		dir := filepath.Join(b.dir, v.label)
+		dir := filepath.Join(b.dir, "variant-"+v.label) // not dir/<label>: the built binary is dir/relay
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
@@ -242,7 +235,13 @@ func (b *pairBench) setup(ctx context.Context) error {
 			return fmt.Errorf("variant %s: %w", v.label, err)
 		}
 		b.procs = append(b.procs, p)
-		b.lanes = append(b.lanes, &pairLane{target: target{name: v.label, url: p.url + path, key: key, model: mockModel}, proc: p, env: v.env})
+		b.lanes = append(b.lanes, &pairLane{target: target{name: v.label, url: p.url + path, key: key, model: mockModel}, relay: true, proc: p, env: v.env})
+	}
+	for _, l := range b.lanes {
+		if l.relay {
+			b.first = l
+			break
+		}
 	}
 	return nil
 }
@@ -326,7 +325,7 @@ func procCPU(p *proc) float64 {
 	return v
 }
 
-// finishRun reduces the run's samples of every lane to its figures, differences included.
+// finishRun reduces the run's samples of every lane to its figures.
 func (b *pairBench) finishRun() {
 	for _, l := range b.lanes {
 		slices.Sort(l.res.lat)
@@ -345,14 +344,6 @@ func (b *pairBench) finishRun() {
 		}
 		l.stats = append(l.stats, s)
 	}
-	last := func(l *pairLane) *pairStats { return &l.stats[len(l.stats)-1] }
-	floor, first := last(b.lanes[1]), last(b.lanes[2])
-	for _, l := range b.lanes {
-		s := last(l)
-		s.p50VsFloor, s.p99VsFloor = s.p50-floor.p50, s.p99-floor.p99
-		s.ttfb50VsFloor, s.ttfb99VsFloor = s.ttfb50-floor.ttfb50, s.ttfb99-floor.ttfb99
-		s.p99VsFirst, s.ttfb99VsFirst = s.p99-first.p99, s.ttfb99-first.ttfb99
-	}
 }
 
 var nan = math.NaN()
@@ -368,17 +359,14 @@ func (b *pairBench) report(date string) string {
 	}
 	p("# relay paired comparison, %s", date)
 	p("")
-	p("| | |")
-	p("|---|---|")
-	p("| Machine | %d CPUs (runtime.NumCPU), %s, %s RAM |", m.CPUs, m.CPUModel, m.MemTotal)
-	p("| Kernel | %s |", m.Kernel)
-	p("| Go | harness %s, relay %s |", m.GoHarn, orDash(m.GoRelay))
-	p("| Relay revision | %s |", orDash(m.RelayRev))
-	p("| Command | `%s` |", c.commandLine)
+	machineRows(p, m, c.commandLine)
 	p("| Requests | %s, concurrency %d; mock: %v between chunks, %d-byte answer, %.0f%% injected failures |",
 		mode, c.conc, o.Delay, o.Size, o.Fail*100)
 	var vs []string
-	for _, l := range b.lanes[2:] {
+	for _, l := range b.lanes {
+		if !l.relay {
+			continue
+		}
 		env := "as configured"
 		if len(l.env) > 0 {
 			env = "`" + l.env.String() + "`"
@@ -386,95 +374,121 @@ func (b *pairBench) report(date string) string {
 		vs = append(vs, fmt.Sprintf("**%s**: %s", l.name, env))
 	}
 	p("| Relays | %s; each its own process and fresh SQLite request log (always on), one `openai` channel to the mock |", strings.Join(vs, "; "))
+	if c.bare {
+		p("| Bare floors | **floor-bare**: no net/http, one goroutine per connection; **floor-bare-client**: net/http server, upstream exchange in the handler on a pooled raw connection (no http.Transport) |")
+	}
 	p("| Design | %d runs × %d blocks of %d requests per lane (warm-up %d); block k of a run takes the lanes in order rotated by k; %v pause after each block |",
 		c.runs, c.blocks, c.block, c.warmup, c.gap)
 	p("| Duration | %s; load average %s at start, %s at end |", b.elapsed.Round(time.Second), b.loadAvg[0], b.loadAvg[1])
 	p("")
-	p("Figures are medians across runs, `[min–max]` the range of single runs; each run's percentile is over all its blocks. "+
-		"*− floor* and *− %s* are differences within the same run. CPU is utime+stime from /proc/<pid>/stat over the lane's blocks and the pauses after them.",
-		b.lanes[2].name)
+	p("Figures are medians across runs, `[min–max]` the range of single runs; each run's percentile is over all its blocks. " +
+		"Differences (*− direct*, *− floor*, *− " + b.first.name + "*) are taken within each run, then summarised. " +
+		"CPU is utime+stime from /proc/<pid>/stat over the lane's blocks and the pauses after them.")
 	p("")
-	firstName := b.lanes[2].name
-	figure := func(l *pairLane, get func(pairStats) float64, format func(float64) string) string {
-		var xs []float64
-		for _, s := range l.stats {
-			if v := get(s); !math.IsNaN(v) {
-				xs = append(xs, v)
-			}
-		}
-		return fmtSpreadWith(xs, format)
-	}
-	lower := func(l *pairLane, get func(pairStats) float64) string {
-		if l == b.lanes[2] || l.proc == nil || l.name == "floor" {
-			return "—"
-		}
-		n := 0
-		for _, s := range l.stats {
-			if get(s) < 0 {
-				n++
-			}
-		}
-		return fmt.Sprintf("%d of %d", n, len(l.stats))
-	}
-	title := "Latency"
-	if c.stream {
-		title = "Whole stream"
-	}
-	p("## %s", title)
-	p("")
+
 	// The columns against the first variant only when there is a second one.
-	versus := func(cols ...string) string {
-		if len(b.lanes) < 4 {
-			return ""
-		}
-		return " " + strings.Join(cols, " | ") + " |"
+	versus := len(vs) > 1
+	type column struct {
+		title string
+		cell  func(l *pairLane) string
 	}
-	p("| lane | p50 | p90 | p99 | p99.9 | − floor p50 | − floor p99 |%s proxy CPU s/1k req | errors |",
-		versus("p99 − "+firstName, "runs with lower p99 than "+firstName))
-	p("|---|---:|---:|---:|---:|---:|---:|%s---:|---:|", versus("---:", "---:"))
-	for _, l := range b.lanes {
-		vsFloor, vsFirst := "—", "—"
-		if l.name != "floor" && l.name != "direct" {
-			vsFloor = figure(l, func(s pairStats) float64 { return s.p99VsFloor }, fmtSigned)
-		}
-		if l.proc != nil && l.name != "floor" && l != b.lanes[2] {
-			vsFirst = figure(l, func(s pairStats) float64 { return s.p99VsFirst }, fmtSigned)
-		}
-		p50Floor := "—"
-		if l.name != "floor" && l.name != "direct" {
-			p50Floor = figure(l, func(s pairStats) float64 { return s.p50VsFloor }, fmtSigned)
-		}
-		p("| %s | %s | %s | %s | %s | %s | %s |%s %s | %s |", l.name,
-			figure(l, func(s pairStats) float64 { return s.p50 }, fmtMicros),
-			figure(l, func(s pairStats) float64 { return s.p90 }, fmtMicros),
-			figure(l, func(s pairStats) float64 { return s.p99 }, fmtMicros),
-			figure(l, func(s pairStats) float64 { return s.p999 }, fmtMicros),
-			p50Floor, vsFloor, versus(vsFirst, lower(l, func(s pairStats) float64 { return s.p99VsFirst })),
-			figure(l, func(s pairStats) float64 { return s.cpuPer1k }, fmtCPU), pairErrors(l))
+	abs := func(title string, get func(pairStats) float64, format func(float64) string) column {
+		return column{title, func(l *pairLane) string { return fmtSpreadWith(b.series(l, nil, get), format) }}
 	}
-	p("")
-	if c.stream {
-		p("## Time to the first event")
-		p("")
-		p("| lane | TTFB p50 | TTFB p99 | − floor TTFB p50 | − floor TTFB p99 |%s", versus("TTFB p99 − "+firstName, "runs with lower TTFB p99 than "+firstName))
-		p("|---|---:|---:|---:|---:|%s", versus("---:", "---:"))
-		for _, l := range b.lanes {
-			vs50, vs99, vsFirst := "—", "—", "—"
-			if l.name != "floor" && l.name != "direct" {
-				vs50 = figure(l, func(s pairStats) float64 { return s.ttfb50VsFloor }, fmtSigned)
-				vs99 = figure(l, func(s pairStats) float64 { return s.ttfb99VsFloor }, fmtSigned)
-				if l != b.lanes[2] {
-					vsFirst = figure(l, func(s pairStats) float64 { return s.ttfb99VsFirst }, fmtSigned)
+	diff := func(title string, ref *pairLane, get func(pairStats) float64, show func(l *pairLane) bool) column {
+		return column{title, func(l *pairLane) string {
+			if !show(l) {
+				return "—"
+			}
+			return fmtSpreadWith(b.series(l, ref, get), fmtSigned)
+		}}
+	}
+	lower := func(title string, get func(pairStats) float64) column {
+		return column{title, func(l *pairLane) string {
+			if !l.relay || l == b.first {
+				return "—"
+			}
+			d := b.series(l, b.first, get)
+			n := 0
+			for _, x := range d {
+				if x < 0 {
+					n++
 				}
 			}
-			p("| %s | %s | %s | %s | %s |%s", l.name,
-				figure(l, func(s pairStats) float64 { return s.ttfb50 }, fmtMicros),
-				figure(l, func(s pairStats) float64 { return s.ttfb99 }, fmtMicros),
-				vs50, vs99, versus(vsFirst, lower(l, func(s pairStats) float64 { return s.ttfb99VsFirst })))
+			return fmt.Sprintf("%d of %d", n, len(d))
+		}}
+	}
+	notDirect := func(l *pairLane) bool { return l != b.direct }
+	notFloor := func(l *pairLane) bool { return l != b.direct && l != b.floor }
+	otherVariant := func(l *pairLane) bool { return l.relay && l != b.first }
+	table := func(cols []column) {
+		var head, sep strings.Builder
+		head.WriteString("| lane |")
+		sep.WriteString("|---|")
+		for _, col := range cols {
+			head.WriteString(" " + col.title + " |")
+			sep.WriteString("---:|")
+		}
+		p("%s", head.String())
+		p("%s", sep.String())
+		for _, l := range b.lanes {
+			row := "| " + l.name + " |"
+			for _, col := range cols {
+				row += " " + col.cell(l) + " |"
+			}
+			p("%s", row)
 		}
 		p("")
 	}
+	p50 := func(s pairStats) float64 { return s.p50 }
+	p99 := func(s pairStats) float64 { return s.p99 }
+	cols := []column{abs("p50", p50, fmtMicros), abs("p90", func(s pairStats) float64 { return s.p90 }, fmtMicros),
+		abs("p99", p99, fmtMicros), abs("p99.9", func(s pairStats) float64 { return s.p999 }, fmtMicros),
+		diff("− direct p50", b.direct, p50, notDirect), diff("− direct p99", b.direct, p99, notDirect),
+		diff("− floor p50", b.floor, p50, notFloor), diff("− floor p99", b.floor, p99, notFloor)}
+	if versus {
+		cols = append(cols, diff("p99 − "+b.first.name, b.first, p99, otherVariant), lower("runs with lower p99 than "+b.first.name, p99))
+	}
+	cols = append(cols, column{"proxy CPU s/1k req", func(l *pairLane) string {
+		return fmtSpreadWith(b.series(l, nil, func(s pairStats) float64 { return s.cpuPer1k }), fmtCPU)
+	}}, column{"errors", pairErrors})
+	if c.stream {
+		p("## Whole stream")
+	} else {
+		p("## Latency")
+	}
+	p("")
+	table(cols)
+	if c.stream {
+		t50 := func(s pairStats) float64 { return s.ttfb50 }
+		t99 := func(s pairStats) float64 { return s.ttfb99 }
+		cols := []column{abs("TTFB p50", t50, fmtMicros), abs("TTFB p99", t99, fmtMicros),
+			diff("− direct TTFB p50", b.direct, t50, notDirect), diff("− direct TTFB p99", b.direct, t99, notDirect),
+			diff("− floor TTFB p50", b.floor, t50, notFloor), diff("− floor TTFB p99", b.floor, t99, notFloor)}
+		if versus {
+			cols = append(cols, diff("TTFB p99 − "+b.first.name, b.first, t99, otherVariant), lower("runs with lower TTFB p99 than "+b.first.name, t99))
+		}
+		p("## Time to the first event")
+		p("")
+		table(cols)
+	}
 	return w.String()
+}
+
+// series is get of every run of l, less get of the same run of ref when ref is not nil; runs where a
+// figure is missing (no successful request) are left out.
+func (b *pairBench) series(l, ref *pairLane, get func(pairStats) float64) []float64 {
+	var out []float64
+	for i, s := range l.stats {
+		v := get(s)
+		if ref != nil {
+			v -= get(ref.stats[i])
+		}
+		if !math.IsNaN(v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // pairErrors is the lane's failed requests over all runs, with the first error.

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -18,7 +20,7 @@ func TestVariantFlag(t *testing.T) {
 		v[1].env.String() != "RELAY_STORE_WRITER_NICE=0" || v[2].env.String() != "A=1 B=x=y" {
 		t.Errorf("parsed %+v", v)
 	}
-	for _, bad := range []string{"", ":A=1", "base", "floor", "direct", "has space", "x:NOEQUALS", "y:=1", "z:A=1,"} {
+	for _, bad := range []string{"", ":A=1", "base", "floor", "direct", "floor-bare", "has space", "x:NOEQUALS", "y:=1", "z:A=1,"} {
 		if err := v.Set(bad); err == nil {
 			t.Errorf("Set(%q): want an error", bad)
 		}
@@ -41,12 +43,16 @@ func TestPairSmoke(t *testing.T) {
 		t.Skip("needs /proc")
 	}
 	var stdout, stderr bytes.Buffer
+	out := t.TempDir()
 	args := []string{"-variant", "a", "-variant", "b:RELAY_STORE_FLUSH_INTERVAL=20ms", "-runs", "2", "-blocks", "2",
-		"-block", "15", "-warmup", "5", "-gap", "5ms", "-stream", "-out", t.TempDir()}
+		"-block", "15", "-warmup", "5", "-gap", "5ms", "-stream", "-out", out}
 	if err := runPair(args, &stdout, &stderr); err != nil {
 		t.Fatalf("pair: %v\n%s", err, stderr.String())
 	}
 	md := stdout.String()
+	if files, _ := filepath.Glob(filepath.Join(out, "*-pair-stream.md")); len(files) != 1 {
+		t.Errorf("want one -pair-stream.md in %s, got %v", out, files)
+	}
 	for _, want := range []string{"| direct |", "| floor |", "| a |", "| b |", "## Time to the first event",
 		"**b**: `RELAY_STORE_FLUSH_INTERVAL=20ms`", "| 0/60 |"} {
 		if !strings.Contains(md, want) {
@@ -58,6 +64,23 @@ func TestPairSmoke(t *testing.T) {
 	}
 	if strings.Contains(md, "%!") || strings.Contains(md, "NaN") {
 		t.Errorf("report has a formatting error:\n%s", md)
+	}
+
+	// Non-stream with the bare floors and the default single relay: no columns against a first variant.
+	stdout.Reset()
+	args = []string{"-bare", "-runs", "1", "-blocks", "2", "-block", "10", "-warmup", "5", "-gap", "5ms"}
+	if err := runPair(args, &stdout, &stderr); err != nil {
+		t.Fatalf("pair -bare: %v\n%s", err, stderr.String())
+	}
+	md = stdout.String()
+	if strings.Count(md, "| 0/20 |") != 5 {
+		t.Errorf("want 20 requests and no errors on each of direct, floor, floor-bare, floor-bare-client and relay:\n%s", md)
+	}
+	if strings.Contains(md, "p99 − relay") || strings.Contains(md, "Time to the first event") {
+		t.Errorf("columns against a first variant or a TTFB table without cause:\n%s", md)
+	}
+	if _, err := parsePairFlags([]string{"-bare", "-stream"}, io.Discard); err == nil {
+		t.Error("-bare -stream: want an error")
 	}
 }
 

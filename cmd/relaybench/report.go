@@ -15,13 +15,7 @@ func (b *bench) report(date string) string {
 	o := b.cfg.mock
 	p("# relay overhead benchmark, %s", date)
 	p("")
-	p("| | |")
-	p("|---|---|")
-	p("| Machine | %d CPUs (runtime.NumCPU), %s, %s RAM |", m.CPUs, m.CPUModel, m.MemTotal)
-	p("| Kernel | %s |", m.Kernel)
-	p("| Go | harness %s, relay %s |", m.GoHarn, orDash(m.GoRelay))
-	p("| Relay revision | %s |", orDash(m.RelayRev))
-	p("| Command | `%s` |", b.cfg.commandLine)
+	machineRows(p, m, b.cfg.commandLine)
 	p("| Mock upstream | %d chunks per stream + usage chunk + [DONE], %v between chunks, %d-byte answer, %.0f%% injected failures |",
 		o.Chunks, o.Delay, o.Size, o.Fail*100)
 	p("| Hunyuan-shaped mock | same knobs; native API frames (PascalCase, `Note`, cumulative `Usage` on every frame, `FinishReason` on the last, no [DONE]), signature not checked |")
@@ -237,6 +231,17 @@ func (b *bench) fmtErrors(c cell, lane string) string {
 		}
 	}
 	return fmtErrorCount(errs, total, first)
+}
+
+// machineRows opens a report's setup table: where and how it was measured.
+func machineRows(p func(format string, args ...any), m machine, commandLine string) {
+	p("| | |")
+	p("|---|---|")
+	p("| Machine | %d CPUs (runtime.NumCPU), %s, %s RAM |", m.CPUs, m.CPUModel, m.MemTotal)
+	p("| Kernel | %s |", m.Kernel)
+	p("| Go | harness %s, relay %s |", m.GoHarn, orDash(m.GoRelay))
+	p("| Relay revision | %s |", orDash(m.RelayRev))
+	p("| Command | `%s` |", commandLine)
 }
 
 // fmtErrorCount is "failed/total", with the first error when any failed (a table cell: no '|').
