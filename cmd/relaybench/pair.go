@@ -25,10 +25,11 @@ import (
 // variant is one relay process of a pair run: a label and what it adds to the relay's environment.
 type variant struct {
 	label string
+	bin   string // the relay binary for this variant alone ("" for the run's)
 	env   envList
 }
 
-// variantList is the repeatable -variant flag: "label" or "label:NAME=VALUE,NAME=VALUE".
+// variantList is the repeatable -variant flag: "label[@binary][:NAME=VALUE,NAME=VALUE...]".
 type variantList []variant
 
 func (v *variantList) String() string {
@@ -40,7 +41,11 @@ func (v *variantList) String() string {
 }
 
 func (v *variantList) Set(s string) error {
-	label, envs, _ := strings.Cut(s, ":")
+	head, envs, _ := strings.Cut(s, ":")
+	label, bin, withBin := strings.Cut(head, "@")
+	if withBin && bin == "" {
+		return fmt.Errorf("variant %q: no binary after '@'", s)
+	}
 	if !validLabel(label) {
 		return fmt.Errorf("variant %q: the label must be letters, digits, '.', '_' or '-'", s)
 	}
@@ -52,7 +57,7 @@ func (v *variantList) Set(s string) error {
 			return fmt.Errorf("variant %q: label %q given twice", s, label)
 		}
 	}
-	nv := variant{label: label}
+	nv := variant{label: label, bin: bin}
 	if envs != "" {
 		for _, kv := range strings.Split(envs, ",") {
 			if err := nv.env.Set(kv); err != nil {
@@ -98,8 +103,9 @@ func parsePairFlags(args []string, stderr io.Writer) (pairConfig, error) {
 	var cfg pairConfig
 	fs := flag.NewFlagSet("relaybench pair", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Var(&cfg.variants, "variant", `a relay to measure, "label" or "label:NAME=VALUE,NAME=VALUE" (its environment, e.g. `+
-		`nice0:RELAY_STORE_WRITER_NICE=0); repeatable, one relay process each; default one relay as configured`)
+	fs.Var(&cfg.variants, "variant", `a relay to measure, "label[@binary][:NAME=VALUE,NAME=VALUE...]": its own binary if given `+
+		`(to compare builds) and what it adds to its environment (to compare settings, e.g. nice0:RELAY_STORE_WRITER_NICE=0); `+
+		`repeatable, one relay process each; default one relay as configured`)
 	fs.IntVar(&cfg.runs, "runs", 4, "runs; the report gives each figure's median and range across runs")
 	fs.IntVar(&cfg.blocks, "blocks", 10, "blocks per lane per run")
 	fs.IntVar(&cfg.block, "block", 500, "requests per block")
@@ -140,8 +146,9 @@ func parsePairFlags(args []string, stderr io.Writer) (pairConfig, error) {
 // pairLane is one lane of a pair run and its samples of the current run.
 type pairLane struct {
 	target
-	relay bool  // one of the -variant relays (not direct or a floor)
-	proc  *proc // the process whose CPU is charged to the lane (nil for direct)
+	relay bool   // one of the -variant relays (not direct or a floor)
+	bin   string // the variant's own binary, as the report names it ("" for the run's)
+	proc  *proc  // the process whose CPU is charged to the lane (nil for direct)
 	env   envList
 	res   loadResult
 	cpu   float64 // CPU seconds of proc during the lane's blocks
@@ -195,11 +202,20 @@ func (b *pairBench) setup(ctx context.Context) error {
 	if b.dir, err = os.MkdirTemp("", "relaybench-pair-"); err != nil {
 		return err
 	}
-	bin, err := relayBinary(ctx, b.cfg.relayBin, b.dir, b.logf)
-	if err != nil {
-		return err
+	bin := ""
+	for _, v := range b.cfg.variants {
+		if v.bin == "" { // the run's binary is needed: given, or built here
+			if bin, err = relayBinary(ctx, b.cfg.relayBin, b.dir, b.logf); err != nil {
+				return err
+			}
+			b.machine = relayMachine(ctx, bin, b.cfg.relayBin == "")
+			break
+		}
 	}
-	b.machine = relayMachine(ctx, bin, b.cfg.relayBin == "")
+	if bin == "" {
+		b.machine = machineInfo(b.cfg.variants[0].bin)
+		b.machine.RelayRev = "per relay, see Relays"
+	}
 	mock, err := startHelper("mock", b.dir, "mock", b.cfg.mock.args()...)
 	if err != nil {
 		return err
@@ -230,12 +246,20 @@ func (b *pairBench) setup(ctx context.Context) error {
 			return err
 		}
 		// Every channel of the relay's config points at the one mock; only the OpenAI one is used here.
-		p, key, err := startRelay(ctx, bin, dir, "", v.env, mock.url, mock.url, mock.url)
+		vbin, about := bin, ""
+		if v.bin != "" {
+			vbin, about = v.bin, "`"+v.bin+"`"
+			if rev := machineInfo(v.bin).RelayRev; rev != "" {
+				about += " (" + rev + ")"
+			}
+		}
+		p, key, err := startRelay(ctx, vbin, dir, "", v.env, mock.url, mock.url, mock.url)
 		if err != nil {
 			return fmt.Errorf("variant %s: %w", v.label, err)
 		}
 		b.procs = append(b.procs, p)
-		b.lanes = append(b.lanes, &pairLane{target: target{name: v.label, url: p.url + path, key: key, model: mockModel}, relay: true, proc: p, env: v.env})
+		b.lanes = append(b.lanes, &pairLane{target: target{name: v.label, url: p.url + path, key: key, model: mockModel},
+			relay: true, proc: p, env: v.env, bin: about})
 	}
 	for _, l := range b.lanes {
 		if l.relay {
@@ -367,11 +391,17 @@ func (b *pairBench) report(date string) string {
 		if !l.relay {
 			continue
 		}
-		env := "as configured"
-		if len(l.env) > 0 {
-			env = "`" + l.env.String() + "`"
+		var about []string
+		if l.bin != "" {
+			about = append(about, "binary "+l.bin)
 		}
-		vs = append(vs, fmt.Sprintf("**%s**: %s", l.name, env))
+		if len(l.env) > 0 {
+			about = append(about, "environment `"+l.env.String()+"`")
+		}
+		if len(about) == 0 {
+			about = append(about, "as configured")
+		}
+		vs = append(vs, fmt.Sprintf("**%s**: %s", l.name, strings.Join(about, ", ")))
 	}
 	p("| Relays | %s; each its own process and fresh SQLite request log (always on), one `openai` channel to the mock |", strings.Join(vs, "; "))
 	if c.bare {

@@ -11,16 +11,17 @@ import (
 
 func TestVariantFlag(t *testing.T) {
 	var v variantList
-	for _, s := range []string{"base", "nice0:RELAY_STORE_WRITER_NICE=0", "two:A=1,B=x=y"} {
+	for _, s := range []string{"base", "nice0:RELAY_STORE_WRITER_NICE=0", "two:A=1,B=x=y", "built@/tmp/relay-x:C=2"} {
 		if err := v.Set(s); err != nil {
 			t.Fatalf("Set(%q): %v", s, err)
 		}
 	}
-	if len(v) != 3 || v[0].label != "base" || len(v[0].env) != 0 ||
-		v[1].env.String() != "RELAY_STORE_WRITER_NICE=0" || v[2].env.String() != "A=1 B=x=y" {
+	if len(v) != 4 || v[0].label != "base" || len(v[0].env) != 0 || v[0].bin != "" ||
+		v[1].env.String() != "RELAY_STORE_WRITER_NICE=0" || v[2].env.String() != "A=1 B=x=y" ||
+		v[3].label != "built" || v[3].bin != "/tmp/relay-x" || v[3].env.String() != "C=2" {
 		t.Errorf("parsed %+v", v)
 	}
-	for _, bad := range []string{"", ":A=1", "base", "floor", "direct", "floor-bare", "has space", "x:NOEQUALS", "y:=1", "z:A=1,"} {
+	for _, bad := range []string{"", ":A=1", "base", "floor", "direct", "floor-bare", "has space", "x:NOEQUALS", "y:=1", "z:A=1,", "w@:A=1", "@/bin/relay"} {
 		if err := v.Set(bad); err == nil {
 			t.Errorf("Set(%q): want an error", bad)
 		}
@@ -54,7 +55,7 @@ func TestPairSmoke(t *testing.T) {
 		t.Errorf("want one -pair-stream.md in %s, got %v", out, files)
 	}
 	for _, want := range []string{"| direct |", "| floor |", "| a |", "| b |", "## Time to the first event",
-		"**b**: `RELAY_STORE_FLUSH_INTERVAL=20ms`", "| 0/60 |"} {
+		"**b**: environment `RELAY_STORE_FLUSH_INTERVAL=20ms`", "| 0/60 |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
@@ -94,5 +95,10 @@ func TestPairVariantEnv(t *testing.T) {
 	err := runPair([]string{"-variant", "ok", "-variant", "bad:RELAY_STORE_WRITER_NICE=99", "-runs", "1", "-blocks", "1", "-block", "1", "-warmup", "0"}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "variant bad") || !strings.Contains(err.Error(), "writer_nice") {
 		t.Fatalf("want the bad variant's start to fail on writer_nice, got %v", err)
+	}
+	// A variant's own binary is the one started.
+	err = runPair([]string{"-variant", "ok", "-variant", "other@/nonexistent/relay", "-runs", "1", "-blocks", "1", "-block", "1", "-warmup", "0"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "variant other") || !strings.Contains(err.Error(), "/nonexistent/relay") {
+		t.Fatalf("want the variant's own binary to be started (and missing), got %v", err)
 	}
 }
