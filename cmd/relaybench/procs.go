@@ -193,7 +193,8 @@ func gitRevision(ctx context.Context) string {
 		return ""
 	}
 	s := strings.TrimSpace(string(rev))
-	if st, err := exec.CommandContext(ctx, "git", "-C", root, "status", "--porcelain").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+	// Untracked files do not count: a results file the harness wrote earlier is not a change to the relay.
+	if st, err := exec.CommandContext(ctx, "git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
 		s += " (with uncommitted changes)"
 	}
 	return s
