@@ -8,18 +8,22 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"relay/adaptor/h1"
 )
 
 // DefaultHTTPClient is the shared client for upstream calls: one tuned transport, connections kept warm
 // per host. No overall timeout: streams may run long; per-channel deadlines come from the context.
 var DefaultHTTPClient = &http.Client{Transport: NewTransport(0)}
 
-// NewTransport returns the transport tuning used for upstreams; connect bounds dialling (default 10s).
-func NewTransport(connect time.Duration) *http.Transport {
+// NewTransport returns the transport used for upstreams; connect bounds dialling (default 10s). Plain-HTTP
+// upstreams are served by h1, which does each exchange in the caller's goroutine; TLS upstreams (HTTP/2
+// where offered), proxied requests and bodies of unknown length by a tuned http.Transport.
+func NewTransport(connect time.Duration) http.RoundTripper {
 	if connect <= 0 {
 		connect = 10 * time.Second
 	}
-	return &http.Transport{
+	std := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,
@@ -29,6 +33,14 @@ func NewTransport(connect time.Duration) *http.Transport {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		ResponseHeaderTimeout: 5 * time.Minute,
+	}
+	return &h1.Transport{
+		Fallback:              std,
+		Proxy:                 std.Proxy,
+		Dial:                  std.DialContext,
+		MaxIdlePerHost:        std.MaxIdleConnsPerHost,
+		IdleTimeout:           std.IdleConnTimeout,
+		ResponseHeaderTimeout: std.ResponseHeaderTimeout,
 	}
 }
 
