@@ -91,8 +91,9 @@ func (b *bufferPool) Get() []byte {
 
 func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
 
-// upstreamTransport mirrors the relay's upstream connection pool, so the floor is not handicapped by
-// Go's default of two idle connections per host.
+// upstreamTransport gives the floor the pool sizes of the relay's upstream transport, so the floor is not
+// handicapped by Go's default of two idle connections per host. It stays net/http's Transport: the floor
+// is a bare ReverseProxy by definition (the relay's plain-HTTP calls go through adaptor/h1 instead).
 func upstreamTransport() *http.Transport {
 	return &http.Transport{
 		DialContext:         loopbackDialer(10 * time.Second),

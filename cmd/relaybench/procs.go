@@ -193,8 +193,10 @@ func gitRevision(ctx context.Context) string {
 		return ""
 	}
 	s := strings.TrimSpace(string(rev))
-	// Untracked files do not count: a results file the harness wrote earlier is not a change to the relay.
-	if st, err := exec.CommandContext(ctx, "git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+	// Neither untracked files nor results count: a results file the harness wrote is not a change to the
+	// relay.
+	status := exec.CommandContext(ctx, "git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+	if st, err := status.Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
 		s += " (with uncommitted changes)"
 	}
 	return s
