@@ -19,7 +19,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -392,9 +391,4 @@ func closeBody(req *http.Request) {
 	if req.Body != nil {
 		req.Body.Close()
 	}
-}
-
-// String describes t for logs.
-func (t *Transport) String() string {
-	return fmt.Sprintf("h1.Transport(max idle per host %d, idle timeout %v)", t.maxIdle(), t.idleTimeout())
 }
