@@ -12,8 +12,9 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
+
+	"relay/adaptor/h1"
 )
 
 // The bare floors answer "how much of a proxy hop is net/http?" for `relaybench pair -bare`. Both speak
@@ -21,9 +22,9 @@ import (
 // body needs Content-Length), so they are yardsticks, not proxies to deploy:
 //   - floor-bare: no net/http at all. One goroutine per client connection reads a request, writes it to
 //     an upstream connection of its own, reads the answer and writes it back.
-//   - floor-bare-client: net/http's server (as the relay has, under Gin) with the upstream exchange done
-//     in the handler goroutine on a pooled raw connection, instead of by http.Transport's per-connection
-//     read and write goroutines.
+//   - floor-bare-client: net/http's server (as the relay has, under Gin) calling the upstream through
+//     adaptor/h1, the relay's own transport for plain HTTP: the exchange in the handler goroutine instead
+//     of http.Transport's per-connection read and write goroutines. It is the relay minus the relay's work.
 
 const (
 	bareMaxHeader = 64 << 10
@@ -125,66 +126,6 @@ func serveBare(ln net.Listener, upstream string) {
 	}
 }
 
-// bareUpstream is a pool of raw upstream connections, each used by one request at a time.
-type bareUpstream struct {
-	addr string
-	dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	mu   sync.Mutex
-	idle []*bareConn
-}
-
-type bareConn struct {
-	c   net.Conn
-	br  *bufio.Reader
-	buf []byte
-}
-
-// exchange sends req (a whole HTTP/1.1 request) and returns the answer and its head length. A pooled
-// connection the mock closed while idle fails at once; the exchange is then tried on a fresh one.
-func (p *bareUpstream) exchange(req []byte) (*bareConn, []byte, int, error) {
-	for attempt := 0; ; attempt++ {
-		bc, reused, err := p.get()
-		if err != nil {
-			return nil, nil, 0, err
-		}
-		var resp []byte
-		var head int
-		if _, err = bc.c.Write(req); err == nil {
-			resp, head, err = readMessage(bc.br, bc.buf[:0])
-			bc.buf = resp
-		}
-		if err == nil {
-			return bc, resp, head, nil
-		}
-		bc.c.Close()
-		if !reused || attempt > 0 {
-			return nil, nil, 0, err
-		}
-	}
-}
-
-func (p *bareUpstream) get() (*bareConn, bool, error) {
-	p.mu.Lock()
-	if n := len(p.idle); n > 0 {
-		bc := p.idle[n-1]
-		p.idle = p.idle[:n-1]
-		p.mu.Unlock()
-		return bc, true, nil
-	}
-	p.mu.Unlock()
-	c, err := p.dial(context.Background(), "tcp", p.addr)
-	if err != nil {
-		return nil, false, err
-	}
-	return &bareConn{c: c, br: bufio.NewReader(c)}, false, nil
-}
-
-func (p *bareUpstream) put(bc *bareConn) {
-	p.mu.Lock()
-	p.idle = append(p.idle, bc)
-	p.mu.Unlock()
-}
-
 // runBareClientFloor is `relaybench floor-bare-client`.
 func runBareClientFloor(args []string, stdout io.Writer) error {
 	addr, upstream, err := bareFlags("floor-bare-client", args)
@@ -194,54 +135,43 @@ func runBareClientFloor(args []string, stdout io.Writer) error {
 	return serveChild(addr, newBareClientHandler(upstream), stdout)
 }
 
+// newBareClientHandler forwards each request to upstream (host:port) through the relay's own upstream
+// transport for plain HTTP (adaptor/h1), with nothing else around it.
 func newBareClientHandler(upstream string) http.Handler {
-	up := &bareUpstream{addr: upstream, dial: loopbackDialer(10 * time.Second)}
+	client := &http.Client{Transport: &h1.Transport{Fallback: upstreamTransport(), Dial: loopbackDialer(10 * time.Second)}}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, bareMaxBody))
 		if err != nil {
 			http.Error(w, "cannot read request body", http.StatusBadRequest)
 			return
 		}
-		req := make([]byte, 0, 512+len(body))
-		req = fmt.Appendf(req, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n", r.Method, r.URL.RequestURI(), upstream, len(body))
-		for _, name := range []string{"Authorization", "Content-Type", "Accept"} {
-			if v := r.Header.Get(name); v != "" {
-				req = append(req, name+": "+v+"\r\n"...)
-			}
-		}
-		req = append(append(req, "\r\n"...), body...)
-		bc, resp, head, err := up.exchange(req)
+		out, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+upstream+r.URL.RequestURI(), bytes.NewReader(body))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
-		defer up.put(bc)
-		status, contentType := parseHead(resp[:head])
-		if contentType != "" {
-			w.Header().Set("Content-Type", contentType)
+		for _, name := range []string{"Authorization", "Content-Type", "Accept"} {
+			if v := r.Header.Get(name); v != "" {
+				out.Header.Set(name, v)
+			}
 		}
-		w.Header().Set("Content-Length", strconv.Itoa(len(resp)-head))
-		w.WriteHeader(status)
-		w.Write(resp[head:])
+		resp, err := client.Do(out)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		if resp.ContentLength < 0 {
+			http.Error(w, errBareNoLength.Error(), http.StatusBadGateway)
+			return
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "" {
+			w.Header().Set("Content-Type", ct)
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
 	})
-}
-
-// parseHead returns an answer head's status code (502 if unreadable) and Content-Type.
-func parseHead(head []byte) (status int, contentType string) {
-	status = http.StatusBadGateway
-	line, rest, _ := bytes.Cut(head, []byte("\n"))
-	if f := bytes.Fields(line); len(f) >= 2 {
-		if n, err := strconv.Atoi(string(f[1])); err == nil && n >= 100 && n <= 999 {
-			status = n
-		}
-	}
-	for len(rest) > 0 {
-		line, rest, _ = bytes.Cut(rest, []byte("\n"))
-		if name, value, ok := bytes.Cut(line, []byte(":")); ok && bytes.EqualFold(bytes.TrimSpace(name), []byte("Content-Type")) {
-			contentType = string(bytes.TrimSpace(value))
-		}
-	}
-	return status, contentType
 }
 
 // bareFlags parses a bare floor's -addr and -upstream (a base URL; its host:port is dialled).

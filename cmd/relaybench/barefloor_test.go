@@ -47,16 +47,6 @@ func TestReadMessage(t *testing.T) {
 	}
 }
 
-func TestParseHead(t *testing.T) {
-	status, ct := parseHead([]byte("HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nX: y\r\n\r\n"))
-	if status != 429 || ct != "application/json" {
-		t.Errorf("got %d %q", status, ct)
-	}
-	if status, _ := parseHead([]byte("garbage\r\n\r\n")); status != http.StatusBadGateway {
-		t.Errorf("unreadable status line: %d, want 502", status)
-	}
-}
-
 // TestBareFloors sends the load generator's requests through both bare floors to the mock and checks
 // they arrive and come back unchanged, over kept-alive connections, and that a streamed answer is refused
 // rather than hung on.

@@ -405,7 +405,7 @@ func (b *pairBench) report(date string) string {
 	}
 	p("| Relays | %s; each its own process and fresh SQLite request log (always on), one `openai` channel to the mock |", strings.Join(vs, "; "))
 	if c.bare {
-		p("| Bare floors | **floor-bare**: no net/http, one goroutine per connection; **floor-bare-client**: net/http server, upstream exchange in the handler on a pooled raw connection (no http.Transport) |")
+		p("| Bare floors | **floor-bare**: no net/http, one goroutine per connection; **floor-bare-client**: net/http server calling the upstream through `adaptor/h1` (the relay's transport) and nothing else |")
 	}
 	p("| Design | %d runs × %d blocks of %d requests per lane (warm-up %d); block k of a run takes the lanes in order rotated by k; %v pause after each block |",
 		c.runs, c.blocks, c.block, c.warmup, c.gap)
