@@ -674,7 +674,6 @@ func (s *Server) streamChat(c *gin.Context, turn *bpTurn, call *Call) {
 	// client that continues the chat at once finds it.
 	f.onEnd = func(u adaptor.Usage) { s.record(turn, string(f.answer), u) }
 	res := s.core.Pump(events, f, c.Writer, call.Req, call.Start)
-	defer res.Release()
 	call.Status, call.TTFB, call.Usage, call.Err = http.StatusOK, res.TTFB, res.Usage, res.Err
 	if !f.ended {
 		// The upstream failed, or the client left, before the answer was complete: nothing was

@@ -118,11 +118,8 @@ func (s *Server) serveChat(c *gin.Context, co *Core, call *Call,
 	sseHeaders(c.Writer)
 	c.Writer.WriteHeader(http.StatusOK)
 	res := co.Pump(events, framing(c.Writer, req), c.Writer, req, call.Start)
-	defer res.Release()
 	call.Status, call.TTFB, call.Usage, call.Err = http.StatusOK, res.TTFB, res.Usage, res.Err
-	if s.sessionLogging(key) {
-		answer = bytes.Clone(*res.Answer) // res.Answer goes back to its pool first
-	}
+	answer = res.Answer
 }
 
 func openAIFraming(w io.Writer, req *adaptor.Request) Framer { return newOpenAIFramer(w, req) }

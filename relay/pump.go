@@ -24,27 +24,18 @@ type Framer interface {
 	Fail(e *adaptor.Error) error
 }
 
-// answerPool recycles the buffers that keep streamed answers for accounting.
-var answerPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
 // PumpResult is what a stream produced.
 type PumpResult struct {
 	TTFB   time.Duration
 	Usage  adaptor.Usage
 	Finish string
-	// Answer is the answer text (capped at the configured size); release it with Release.
-	Answer    *[]byte
+	// Answer is the answer text (capped at the configured size). It is the caller's: it grows with the
+	// answer rather than coming from a pool, so an open stream holds what it has answered so far, not a
+	// buffer sized by the largest answers that went through lately (the pooled 4 KiB buffers were 4 KiB of
+	// every open stream's heap in BenchmarkOpenStreamMemory).
+	Answer    []byte
 	Truncated bool
 	Err       *adaptor.Error
-}
-
-// Release returns the answer buffer to its pool.
-func (r *PumpResult) Release() {
-	if r.Answer != nil && cap(*r.Answer) <= 1<<20 {
-		*r.Answer = (*r.Answer)[:0]
-		answerPool.Put(r.Answer)
-	}
-	r.Answer = nil
 }
 
 // Pump copies events to the framer until the upstream ends or fails, flushing what was written before
@@ -64,9 +55,7 @@ func (co *Core) Pump(events adaptor.Events, f Framer, w io.Writer, req *adaptor.
 	if n, ok := events.(adaptor.WaitNotifier); ok && flusher != nil {
 		flushOnWait = n.OnWait(ka.flush) // called inside Next, while a keep-alive may fire
 	}
-	res := PumpResult{Answer: answerPool.Get().(*[]byte)}
-	answer := (*res.Answer)[:0]
-	defer func() { *res.Answer = answer }()
+	var res PumpResult
 	for {
 		ka.arm()
 		ev, err := events.Next()
@@ -97,8 +86,8 @@ func (co *Core) Pump(events adaptor.Events, f Framer, w io.Writer, req *adaptor.
 			if finish != "" && finish != res.Finish {
 				res.Finish = strings.Clone(finish) // the event's bytes are reused by the next Next
 			}
-			if len(answer)+len(content) <= co.maxAnswer {
-				answer = append(answer, content...)
+			if len(res.Answer)+len(content) <= co.maxAnswer {
+				res.Answer = append(res.Answer, content...)
 			} else {
 				res.Truncated = true
 			}
@@ -117,7 +106,7 @@ func (co *Core) Pump(events adaptor.Events, f Framer, w io.Writer, req *adaptor.
 	}
 	if !res.Usage.Valid() {
 		// Estimated from the kept answer; a truncated answer still gives a lower bound.
-		res.Usage = adaptor.EstimateUsage(req.Body, adaptor.BytesString(answer))
+		res.Usage = adaptor.EstimateUsage(req.Body, adaptor.BytesString(res.Answer))
 	}
 	if err := f.End(res.Usage, res.Finish); err != nil {
 		res.Err = clientGone()

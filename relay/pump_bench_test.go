@@ -52,5 +52,4 @@ func BenchmarkPumpChunk(b *testing.B) {
 	if res.Err != nil {
 		b.Fatal(res.Err)
 	}
-	res.Release()
 }

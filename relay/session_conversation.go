@@ -214,10 +214,7 @@ func (s *Server) runTurn(ctx context.Context, reqID string, t *turn, w io.Writer
 		}
 		defer events.Close()
 		res := co.Pump(events, partsFramer{emit: emit}, w, t.req, call.Start)
-		if res.Answer != nil {
-			answer = string(*res.Answer)
-		}
-		res.Release()
+		answer = string(res.Answer)
 		call.Status, call.TTFB, call.Usage, call.Err = http.StatusOK, res.TTFB, res.Usage, res.Err
 	}()
 	rec := t.rec
