@@ -142,14 +142,14 @@ func (s *Server) bpServerAuth() gin.HandlerFunc {
 			c.Abort()
 			return
 		}
-		key, err := s.keys.lookup(c, secret)
+		key, err := s.keys.lookup(c.Request.Context(), secret)
 		switch {
 		case errors.Is(err, store.ErrNotFound) || (err == nil && !key.Active()):
 			writeBPError(c, bpErr(401, bpUnauthorized, "invalid or revoked relay key"))
 			c.Abort()
 			return
 		case err != nil:
-			s.log.Error("key lookup failed", "err", err)
+			s.logKeyLookup(c, err)
 			writeBPError(c, bpErr(503, bpUnavailable, "cannot check the relay key right now"))
 			c.Abort()
 			return

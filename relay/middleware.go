@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"golang.org/x/sync/singleflight"
 
 	"relay/adaptor"
 	"relay/store"
@@ -100,13 +102,13 @@ func (s *Server) auth() gin.HandlerFunc {
 			c.Abort()
 			return
 		}
-		key, err := s.keys.lookup(c, secret)
+		key, err := s.keys.lookup(c.Request.Context(), secret)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				writeOpenAIError(c, &adaptor.Error{Status: 401, Type: adaptor.TypeInvalidRequest, Code: "invalid_api_key",
 					Message: "Incorrect API key provided."})
 			} else {
-				s.log.Error("key lookup failed", "err", err)
+				s.logKeyLookup(c, err)
 				writeOpenAIError(c, adaptor.NewError(503, adaptor.TypeServer, "store_unavailable", "cannot check the API key right now"))
 			}
 			c.Abort()
@@ -123,6 +125,13 @@ func (s *Server) auth() gin.HandlerFunc {
 	}
 }
 
+// logKeyLookup logs a failed key lookup, unless the caller left while it waited: that is no store failure.
+func (s *Server) logKeyLookup(c *gin.Context, err error) {
+	if c.Request.Context().Err() == nil {
+		s.log.Error("key lookup failed", "err", err)
+	}
+}
+
 func bearer(h string) (string, bool) {
 	const p = "Bearer "
 	if len(h) <= len(p) || !strings.EqualFold(h[:len(p)], p) {
@@ -134,11 +143,18 @@ func bearer(h string) (string, bool) {
 
 // keyCache keeps looked-up keys for a short time so the hot path does not read the database on every
 // request. Unknown keys are not cached (a key created from the CLI works at once).
+//
+// A miss asks the store through a singleflight group, from the group's own goroutine: requests that miss
+// on the same key together, such as a burst of new streams just after its entry expired, share one query
+// instead of sending a thousand identical ones, and a caller that leaves stops waiting without failing
+// the others.
 type keyCache struct {
-	store store.Keys
-	ttl   time.Duration
-	mu    sync.RWMutex
-	m     map[string]cachedKey
+	store  store.Keys
+	ttl    time.Duration
+	mu     sync.RWMutex
+	m      map[string]cachedKey
+	gen    uint64 // bumped by forget: a lookup that started before does not cache what it read
+	flight singleflight.Group
 }
 
 type cachedKey struct {
@@ -146,29 +162,54 @@ type cachedKey struct {
 	expires time.Time
 }
 
-const keyCacheMax = 10000
+const (
+	keyCacheMax = 10000
+	// keyLookupTimeout bounds a shared lookup, which runs on no request's context: one caller's
+	// disconnect must not fail the others waiting for the same answer.
+	keyLookupTimeout = 10 * time.Second
+)
 
-func (k *keyCache) lookup(c *gin.Context, secret string) (*store.Key, error) {
+func (k *keyCache) lookup(ctx context.Context, secret string) (*store.Key, error) {
 	hash := HashKey(secret)
-	now := time.Now()
 	if k.ttl > 0 {
 		k.mu.RLock()
 		e, ok := k.m[hash]
 		k.mu.RUnlock()
-		if ok && now.Before(e.expires) {
+		if ok && time.Now().Before(e.expires) {
 			return e.key, nil
 		}
 	}
-	key, err := k.store.KeyByHash(c.Request.Context(), hash)
+	ch := k.flight.DoChan(hash, func() (any, error) { return k.load(hash) })
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*store.Key), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// load reads the key from the store and caches it.
+func (k *keyCache) load(hash string) (*store.Key, error) {
+	k.mu.RLock()
+	gen := k.gen
+	k.mu.RUnlock()
+	ctx, cancel := context.WithTimeout(context.Background(), keyLookupTimeout)
+	defer cancel()
+	key, err := k.store.KeyByHash(ctx, hash)
 	if err != nil {
 		return nil, err
 	}
 	if k.ttl > 0 {
 		k.mu.Lock()
-		if len(k.m) >= keyCacheMax {
-			k.m = map[string]cachedKey{}
+		if k.gen == gen {
+			if len(k.m) >= keyCacheMax {
+				k.m = map[string]cachedKey{}
+			}
+			k.m[hash] = cachedKey{key: &key, expires: time.Now().Add(k.ttl)}
 		}
-		k.m[hash] = cachedKey{key: &key, expires: now.Add(k.ttl)}
 		k.mu.Unlock()
 	}
 	return &key, nil
@@ -177,6 +218,7 @@ func (k *keyCache) lookup(c *gin.Context, secret string) (*store.Key, error) {
 // forget drops every cached key (after a revoke in this process).
 func (k *keyCache) forget() {
 	k.mu.Lock()
+	k.gen++
 	k.m = map[string]cachedKey{}
 	k.mu.Unlock()
 }

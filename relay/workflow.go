@@ -360,7 +360,7 @@ func (s *Server) getAuth(c *gin.Context) {
 		msg(401, "missing API key: send it as Authorization: Bearer <key>")
 		return
 	}
-	key, err := s.keys.lookup(c, secret)
+	key, err := s.keys.lookup(c.Request.Context(), secret)
 	switch {
 	case err == nil && key.Active():
 		msg(200, "API key is valid")
@@ -369,7 +369,7 @@ func (s *Server) getAuth(c *gin.Context) {
 	case errors.Is(err, store.ErrNotFound):
 		msg(401, "invalid API key")
 	default:
-		s.log.Error("key lookup failed", "err", err)
+		s.logKeyLookup(c, err)
 		msg(503, "cannot check the API key right now")
 	}
 }
