@@ -18,6 +18,10 @@ type memResult struct {
 	hwm        int64 // VmHWM after the test (the lifetime peak)
 	after      []rssPoint
 	returnedAt time.Duration // first sample within 10% of the baseline; -1 when none was
+	// The relay's Go runtime before the test and when the most goroutines were alive (relay only; rtOK
+	// false when its /metrics could not be read).
+	rtBase, rtPeak runtimeSample
+	rtOK           bool
 }
 
 type rssPoint struct {
@@ -78,12 +82,26 @@ func (b *bench) memTest(ctx context.Context, name string, p *proc, key string) (
 		}
 	}()
 	client := newClient(m.streams + 8)
+	var rt *runtimeFollower
+	if p == b.relay {
+		metricsClient := newClient(1)
+		defer metricsClient.CloseIdleConnections()
+		if base, err := scrapeRuntime(ctx, metricsClient, p.url); err != nil {
+			b.logf("memory: the relay's runtime figures are not available: %v", err)
+		} else {
+			m.rtBase = base
+			rt = followRuntime(metricsClient, p.url, 250*time.Millisecond)
+		}
+	}
 	spec := loadSpec{stream: true, conc: m.streams, n: m.streams, max: 2 * time.Minute, body: chatBody("bench-slow", true)}
 	r := runLoad(ctx, client, target{name: name, url: p.url + "/v1/chat/completions", key: key}, spec)
 	// The clients are gone once the test ends: their idle keep-alive connections must not pin memory.
 	client.CloseIdleConnections()
 	close(stop)
 	wg.Wait()
+	if rt != nil {
+		m.rtPeak, m.rtOK = rt.end()
+	}
 	m.load = reduce(r)
 	end := time.Now()
 	if mi, err := readMem(pid); err == nil {

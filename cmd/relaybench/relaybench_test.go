@@ -211,7 +211,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("run: %v\n%s", err, stderr.String())
 	}
 	md := stdout.String()
-	for _, want := range []string{"| 32 | relay |", "| 1 | floor |", "| 1 | translate |", "| 32 | translate |", "## Memory", "| relay | 50/50 |"} {
+	for _, want := range []string{"| 32 | relay |", "| 1 | floor |", "| 1 | translate |", "| 32 | translate |", "## Memory", "| relay | 50/50 |", "| growth per stream |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
@@ -230,6 +230,25 @@ func TestSmoke(t *testing.T) {
 		if !strings.Contains(md, "| "+lane+" |") {
 			t.Errorf("no %s rows", lane)
 		}
+	}
+}
+
+func TestParseRuntimeSample(t *testing.T) {
+	body := "# HELP go_goroutines Number of goroutines that currently exist.\n# TYPE go_goroutines gauge\n" +
+		"go_goroutines 2014\ngo_info{version=\"go1.26.8\"} 1\ngo_memstats_heap_alloc_bytes 3.7351296e+07\n" +
+		"go_memstats_heap_inuse_bytes 4.0034304e+07\ngo_memstats_stack_inuse_bytes 1.9300352e+07\ngo_memstats_stack_sys_bytes 1\n"
+	s, err := parseRuntimeSample(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (runtimeSample{goroutines: 2014, stack: 19300352, heapInuse: 40034304, heapAlloc: 37351296}); s != want {
+		t.Fatalf("got %+v, want %+v", s, want)
+	}
+	if _, err := parseRuntimeSample("go_goroutines 3\n"); err == nil {
+		t.Error("metrics missing: want an error")
+	}
+	if _, err := parseRuntimeSample(strings.Replace(body, "2014", "many", 1)); err == nil {
+		t.Error("a value that is no number: want an error")
 	}
 }
 

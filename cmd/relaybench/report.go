@@ -150,6 +150,25 @@ func (b *bench) report(date string) string {
 				fmtMicros(r.load.ttfb99), fmtMicros(r.load.gap50), fmtMicros(r.load.gap99))
 		}
 		p("")
+		for _, r := range b.mem {
+			if !r.rtOK {
+				continue
+			}
+			p("Where the %s's memory went: its Go runtime's own figures (from its `/metrics`, read every 250 ms) just before the test "+
+				"and at the sample with the most goroutines alive, as growth per stream. Stacks and heap in use make up most of the RSS "+
+				"growth; heap in use also holds garbage not yet collected. `BenchmarkOpenStreamMemory` (relay package) measures the "+
+				"same after a GC, in process.", r.name)
+			p("")
+			p("| | goroutines | stacks | heap in use | heap allocated |")
+			p("|---|---:|---:|---:|---:|")
+			base, peak := r.rtBase, r.rtPeak
+			p("| before | %.0f | %s | %s | %s |", base.goroutines, fmtBytes(int64(base.stack)), fmtBytes(int64(base.heapInuse)), fmtBytes(int64(base.heapAlloc)))
+			p("| busiest sample | %.0f | %s | %s | %s |", peak.goroutines, fmtBytes(int64(peak.stack)), fmtBytes(int64(peak.heapInuse)), fmtBytes(int64(peak.heapAlloc)))
+			per := func(a, b float64) string { return fmt.Sprintf("%.1f KiB", (b-a)/float64(max(r.streams, 1))/1024) }
+			p("| growth per stream | %.2f | %s | %s | %s |", (peak.goroutines-base.goroutines)/float64(max(r.streams, 1)),
+				per(base.stack, peak.stack), per(base.heapInuse, peak.heapInuse), per(base.heapAlloc, peak.heapAlloc))
+			p("")
+		}
 	}
 	return w.String()
 }
