@@ -159,10 +159,9 @@ func writeJSON(w http.ResponseWriter, body []byte) {
 	w.Write(body)
 }
 
-// streamFrames starts an SSE answer (headers set on w before the call are kept) and writes frames,
-// delay apart, flushing each; it stops early when the client goes away.
-// streamFrames writes a stream's frames with delay between them, each flushed: a real model emits tokens
-// one by one, so the proxies see separate frames. It stops when the client goes away.
+// streamFrames starts an SSE answer (headers set on w before the call are kept) and writes frames with
+// delay between them, each flushed: a real model emits tokens one by one, so the proxies see separate
+// frames. It stops early when the client goes away.
 func streamFrames(w http.ResponseWriter, r *http.Request, frames [][]byte, delay time.Duration) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
