@@ -66,3 +66,31 @@ func TestPumpFlushesOncePerWait(t *testing.T) {
 		t.Fatalf("15 events without a wait hook flushed %d times, want 16", n)
 	}
 }
+
+// The pump keeps the streamed answer up to maxAnswer bytes: whole chunks, in order; a chunk that would
+// pass the cap is left out and the answer is marked truncated. Each stream's answer is its own: a
+// later stream does not write into an earlier one's.
+func TestPumpKeepsAnswer(t *testing.T) {
+	co := &Core{maxAnswer: 10}
+	req := &adaptor.Request{Model: "m", Body: []byte(`{"model":"m","messages":[]}`)}
+	pump := func(n int) PumpResult {
+		w := httptest.NewRecorder()
+		ev := &countingEvents{n: n, ev: adaptor.Event{Choices: []byte(`[{"index":0,"delta":{"content":"abc"},"finish_reason":null}]`)}}
+		res := co.Pump(ev, newOpenAIFramer(w, req), w, req, time.Now())
+		if res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		return res
+	}
+	short := pump(2)
+	if string(short.Answer) != "abcabc" || short.Truncated {
+		t.Fatalf("2 chunks: answer %q truncated %v, want %q and false", short.Answer, short.Truncated, "abcabc")
+	}
+	long := pump(5)
+	if string(long.Answer) != "abcabcabc" || !long.Truncated {
+		t.Fatalf("5 chunks over a 10-byte cap: answer %q truncated %v, want %q and true", long.Answer, long.Truncated, "abcabcabc")
+	}
+	if string(short.Answer) != "abcabc" {
+		t.Fatalf("the first stream's answer changed to %q after a second stream", short.Answer)
+	}
+}

@@ -79,19 +79,12 @@ func openStreamsFigures(b *testing.B, client *http.Client, url, key string, n in
 	g0 := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var wg, open sync.WaitGroup
-	errs := make(chan error, n)
-	open.Add(n)
+	var wg sync.WaitGroup
+	opened := make(chan error, n) // one value per stream: nil once its first event arrived
 	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			opened := false
-			defer func() {
-				if !opened {
-					open.Done()
-				}
-			}()
 			req, _ := http.NewRequestWithContext(ctx, "POST", url,
 				strings.NewReader(`{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
 			req.Header.Set("Content-Type", "application/json")
@@ -100,26 +93,24 @@ func openStreamsFigures(b *testing.B, client *http.Client, url, key string, n in
 			}
 			resp, err := client.Do(req)
 			if err != nil {
-				errs <- err
+				opened <- err
 				return
 			}
 			defer resp.Body.Close()
 			br := bufio.NewReader(resp.Body)
 			line, err := br.ReadString('\n')
 			if resp.StatusCode != 200 || err != nil || !strings.HasPrefix(line, "data: ") {
-				errs <- fmt.Errorf("status %d, first line %q", resp.StatusCode, line)
+				opened <- fmt.Errorf("status %d, first line %q", resp.StatusCode, line)
 				return
 			}
-			opened = true
-			open.Done()
+			opened <- nil
 			io.Copy(io.Discard, br) // until cancel
 		}()
 	}
-	open.Wait()
-	select {
-	case err := <-errs:
-		b.Fatalf("opening a stream to %s: %v", url, err)
-	default:
+	for range n {
+		if err := <-opened; err != nil {
+			b.Fatalf("opening a stream to %s: %v", url, err)
+		}
 	}
 	during := settledMem()
 	g1 := runtime.NumGoroutine()

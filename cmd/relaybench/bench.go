@@ -193,14 +193,19 @@ func (b *bench) teardown() {
 	for _, p := range []*proc{b.relay, b.floor, b.slowFlr, b.mock, b.slow, b.hunyuan} {
 		p.stop()
 	}
-	if b.dir == "" {
+	removeTempDir(b.dir, b.cfg.keep, b.logf)
+}
+
+// removeTempDir removes a harness's temp dir ("" for none), or with -keep leaves it and says where.
+func removeTempDir(dir string, keep bool, logf func(format string, args ...any)) {
+	if dir == "" {
 		return
 	}
-	if b.cfg.keep {
-		b.logf("kept %s (relay.yaml, data/relay.db, child logs)", b.dir)
+	if keep {
+		logf("kept %s (relay configs, SQLite files, child logs)", dir)
 		return
 	}
-	os.RemoveAll(b.dir)
+	os.RemoveAll(dir)
 }
 
 func (b *bench) logf(format string, args ...any) {

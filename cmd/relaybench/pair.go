@@ -275,14 +275,7 @@ func (b *pairBench) teardown() {
 	for i := len(b.procs) - 1; i >= 0; i-- {
 		b.procs[i].stop()
 	}
-	if b.dir == "" {
-		return
-	}
-	if b.cfg.keep {
-		b.logf("kept %s", b.dir)
-		return
-	}
-	os.RemoveAll(b.dir)
+	removeTempDir(b.dir, b.cfg.keep, b.logf)
 }
 
 // run warms every lane up, then measures the runs: in block k of a run the lanes go in the order

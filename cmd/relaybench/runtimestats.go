@@ -1,9 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,34 +19,35 @@ type runtimeSample struct {
 	heapAlloc  float64 // go_memstats_heap_alloc_bytes: allocated heap objects (live and not yet collected)
 }
 
-// runtimeMetrics maps the metric names read to the fields they fill.
-var runtimeMetrics = map[string]func(*runtimeSample) *float64{
-	"go_goroutines":                 func(s *runtimeSample) *float64 { return &s.goroutines },
-	"go_memstats_stack_inuse_bytes": func(s *runtimeSample) *float64 { return &s.stack },
-	"go_memstats_heap_inuse_bytes":  func(s *runtimeSample) *float64 { return &s.heapInuse },
-	"go_memstats_heap_alloc_bytes":  func(s *runtimeSample) *float64 { return &s.heapAlloc },
-}
-
 // parseRuntimeSample reads those metrics from Prometheus text exposition; it fails when one is missing.
 func parseRuntimeSample(body string) (runtimeSample, error) {
 	var s runtimeSample
 	seen := 0
-	sc := bufio.NewScanner(strings.NewReader(body))
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		field, known := runtimeMetrics[name]
-		if !ok || !known {
+	for _, line := range strings.Split(body, "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		var field *float64
+		switch name {
+		case "go_goroutines":
+			field = &s.goroutines
+		case "go_memstats_stack_inuse_bytes":
+			field = &s.stack
+		case "go_memstats_heap_inuse_bytes":
+			field = &s.heapInuse
+		case "go_memstats_heap_alloc_bytes":
+			field = &s.heapAlloc
+		}
+		if !ok || field == nil {
 			continue
 		}
 		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
 		if err != nil {
 			return s, fmt.Errorf("metric %s: %w", name, err)
 		}
-		*field(&s) = v
+		*field = v
 		seen++
 	}
-	if seen != len(runtimeMetrics) {
-		return s, fmt.Errorf("/metrics has %d of the %d runtime metrics read", seen, len(runtimeMetrics))
+	if seen != 4 {
+		return s, fmt.Errorf("/metrics has %d of the 4 runtime metrics read", seen)
 	}
 	return s, nil
 }
@@ -65,11 +66,11 @@ func scrapeRuntime(ctx context.Context, client *http.Client, base string) (runti
 	if resp.StatusCode != http.StatusOK {
 		return runtimeSample{}, fmt.Errorf("/metrics: status %d", resp.StatusCode)
 	}
-	var b strings.Builder
-	if _, err := bufio.NewReader(resp.Body).WriteTo(&b); err != nil {
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
 		return runtimeSample{}, err
 	}
-	return parseRuntimeSample(b.String())
+	return parseRuntimeSample(string(body))
 }
 
 // runtimeFollower samples the relay's runtime every interval until stopped and keeps the sample with
